@@ -1,0 +1,1 @@
+// An empty translation unit for stages that have no sources yet.

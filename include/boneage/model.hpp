@@ -1,0 +1,89 @@
+// The paper's regressors (Section V) in LibTorch, and the model file that carries one.
+//
+//   boneage::ModelConfig c;  c.arch = "resnet50";  c.use_sex = true;
+//   boneage::BoneAgeNet net = boneage::make_model(c);
+//   torch::Tensor months = net->forward(images, sex);     // images N x 1 x 320 x 320 in [0,1]
+//   boneage::save_model("m.bin", net, meta);  auto m = boneage::load_model("m.bin");
+#pragma once
+
+#include <boneage/preprocess.hpp>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace boneage {
+
+struct ModelConfig {
+    std::string arch = "shallow";   // "shallow" | "resnet50" | "inceptionv4"
+    std::string head = "flatten";   // "flatten" (the paper's) | "gap" (global average pooling)
+    bool use_sex = false;           // feed sex (1 male, 0 female) into the head
+    int input_size = 320;           // side of the square input, pixels
+    // The network's linear output y is read as months = y * label_scale + label_offset, so a
+    // freshly initialised head starts near the training mean; train sets both from its data.
+    double label_offset = 0.0;
+    double label_scale = 1.0;
+};
+
+void to_json(nlohmann::json& j, const ModelConfig& c);
+void from_json(const nlohmann::json& j, ModelConfig& c);
+
+// Every architecture implements this. forward() takes images N x 1 x S x S (float in [0,1])
+// and sex N (float, 1 male, 0 female; ignored unless config().use_sex) and returns N months.
+class BoneAgeNetImpl : public torch::nn::Module {
+public:
+    explicit BoneAgeNetImpl(ModelConfig config) : config_(std::move(config)) {}
+    virtual torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) = 0;
+    // The weights that carry the paper's L2 0.01 (a Keras kernel_regularizer on one named
+    // dense layer); the training loss adds 0.01 x the sum of their squares.
+    virtual std::vector<torch::Tensor> l2_weights() = 0;
+    const ModelConfig& config() const { return config_; }
+
+protected:
+    ModelConfig config_;
+};
+using BoneAgeNet = std::shared_ptr<BoneAgeNetImpl>;
+
+// Builds a freshly initialised model. Throws boneage::UsageError for an unknown arch or head.
+BoneAgeNet make_model(const ModelConfig& config);
+
+// Number of trainable parameters.
+std::int64_t parameter_count(const torch::nn::Module& module);
+
+// The one place where images become tensors: `count` images of size x size uint8 pixels,
+// row-major, to a float tensor count x 1 x size x size in [0,1].
+torch::Tensor images_to_tensor(const std::vector<const std::uint8_t*>& images, int size);
+
+// Everything a model file records beside the weights.
+struct ModelMetadata {
+    ModelConfig config;
+    PreprocessSettings preprocess;
+    nlohmann::json training = nlohmann::json::object();    // data summary, recipe, epochs, ...
+    nlohmann::json validation = nlohmann::json::object();  // metrics on the validation split
+};
+
+struct LoadedModel {
+    BoneAgeNet net;
+    ModelMetadata meta;
+};
+
+// One file: "BONEAGE-MODEL\0\0\0" (16 bytes), u32 format version, u64 metadata length,
+// metadata JSON, then the LibTorch archive of the weights and buffers. Written atomically.
+// Saving a loaded model again gives the same bytes.
+constexpr std::uint32_t kModelFormatVersion = 1;
+void save_model(const std::filesystem::path& file, const BoneAgeNet& net, const ModelMetadata& meta);
+
+// Throws boneage::Error (BadModel) naming the file when it is not a boneage model, is of
+// another format version, is truncated, or its weights do not match its architecture.
+LoadedModel load_model(const std::filesystem::path& file);
+
+// The bundled default model: $BONEAGE_MODEL if set, else models/default.bin beside the
+// executable's source tree or install prefix. Empty path when none is found.
+std::filesystem::path default_model_path();
+
+}  // namespace boneage

@@ -1,0 +1,61 @@
+// The paper's preprocessing (Section IV): hand crop -> CLAHE -> letterbox to a black square
+// -> one 8-bit channel. Each step is a pure function; all parameters live in
+// PreprocessSettings, which a model file records so prediction repeats training exactly.
+//
+//   boneage::PreprocessSettings s;                       // the documented defaults
+//   boneage::Preprocessed p = boneage::preprocess(boneage::read_radiograph("hand.png"), s);
+//   cv::imwrite("hand_320.png", p.image);                // 320x320 CV_8UC1
+#pragma once
+
+#include <boneage/image.hpp>
+
+#include <nlohmann/json_fwd.hpp>
+#include <opencv2/core.hpp>
+
+#include <string>
+#include <vector>
+
+namespace boneage {
+
+struct PreprocessSettings {
+    int output_size = 320;        // side of the square letterbox, pixels (the paper: 320)
+    double clahe_clip_limit = 2.0;  // CLAHE contrast limit (OpenCV's clipLimit), per tile
+    int clahe_tile_grid = 8;      // CLAHE tiles per side
+    double crop_margin = 0.04;    // margin added around the hand box, fraction of its longer side
+    bool crop_hand = true;        // false skips the crop and keeps the whole frame
+    int detect_size = 512;        // the hand is searched on a copy whose longer side is this
+};
+
+void to_json(nlohmann::json& j, const PreprocessSettings& s);
+void from_json(const nlohmann::json& j, PreprocessSettings& s);
+
+// Where the hand is, in original pixels, and how sure the finder is.
+struct HandBox {
+    cv::Rect box;                 // x, y, w, h in the original image
+    std::string method;           // "threshold" for the classical finder, "full-frame" if none found
+    double confidence = 0.0;      // 0..1
+    std::vector<std::string> warnings;  // e.g. "no hand found; kept the whole image"
+};
+
+// Finds the hand in an 8-bit grey radiograph (bone and soft tissue bright). Never throws on
+// a valid image: when no hand is found the box is the whole image, method "full-frame",
+// confidence 0 and a warning says so.
+HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings = {});
+
+// Contrast-limited adaptive histogram equalisation with the settings' clip limit and grid.
+cv::Mat apply_clahe(const cv::Mat& grey8, const PreprocessSettings& settings = {});
+
+// Scales `grey8` to fit a size x size square keeping its aspect ratio exactly, centred on
+// black. The scale is min(size/w, size/h).
+cv::Mat letterbox(const cv::Mat& grey8, int size);
+
+struct Preprocessed {
+    cv::Mat image;                // output_size x output_size, CV_8UC1
+    HandBox hand;
+};
+
+// The whole chain on one radiograph: to 8 bits, find the hand, crop with margin, CLAHE,
+// letterbox.
+Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& settings = {});
+
+}  // namespace boneage
