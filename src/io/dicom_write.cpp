@@ -1,0 +1,109 @@
+// write_dicom: a grey image as an uncompressed Secondary Capture object with the modules
+// the standard requires, and a VOI window that shows the stored values unchanged, so that
+// reading the file back gives the pixels that were written.
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+
+#include <cstdio>
+#include <string>
+
+#include "io/readers.hpp"
+
+namespace boneage {
+
+namespace {
+
+class DatasetWriter {
+public:
+    DatasetWriter(DcmDataset& ds, const std::filesystem::path& file) : ds_(ds), file_(file) {}
+
+    void put(const DcmTagKey& tag, const std::string& value) {
+        check(ds_.putAndInsertString(tag, value.c_str()));
+    }
+    void put(const DcmTagKey& tag, Uint16 value) { check(ds_.putAndInsertUint16(tag, value)); }
+    void check(const OFCondition& status) const {
+        if (status.bad())
+            throw Error(ErrorKind::Internal, file_,
+                        std::string("could not build the DICOM dataset: ") + status.text());
+    }
+
+private:
+    DcmDataset& ds_;
+    const std::filesystem::path& file_;
+};
+
+std::string new_uid(const char* root) {
+    char uid[100];
+    return dcmGenerateUniqueIdentifier(uid, root);
+}
+
+// Patient, study, series, equipment and SOP identification: mostly empty type 2 elements,
+// present because the Secondary Capture IOD requires them.
+void put_identification(DatasetWriter& out) {
+    out.put(DCM_SOPClassUID, UID_SecondaryCaptureImageStorage);
+    out.put(DCM_SOPInstanceUID, new_uid(SITE_INSTANCE_UID_ROOT));
+    out.put(DCM_StudyInstanceUID, new_uid(SITE_STUDY_UID_ROOT));
+    out.put(DCM_SeriesInstanceUID, new_uid(SITE_SERIES_UID_ROOT));
+    for (const DcmTagKey& tag :
+         {DCM_PatientName, DCM_PatientID, DCM_PatientBirthDate, DCM_PatientSex, DCM_StudyDate,
+          DCM_StudyTime, DCM_ReferringPhysicianName, DCM_StudyID, DCM_AccessionNumber,
+          DCM_SeriesNumber, DCM_InstanceNumber, DCM_PatientOrientation})
+        out.put(tag, std::string());
+    out.put(DCM_Modality, "OT");
+    out.put(DCM_ConversionType, "WSD");  // workstation
+}
+
+}  // namespace
+
+void write_dicom(const std::filesystem::path& file, const cv::Mat& grey, bool monochrome1,
+                 double pixel_spacing_mm) {
+    if (grey.empty() || grey.channels() != 1 || (grey.depth() != CV_8U && grey.depth() != CV_16U))
+        throw Error(ErrorKind::Usage, file, "write_dicom expects one 8- or 16-bit grey channel");
+    if (grey.rows > 65535 || grey.cols > 65535)
+        throw Error(ErrorKind::TooLarge, file, "DICOM rows and columns stop at 65535");
+    io::prepare_dcmtk();
+    const int bits = grey.depth() == CV_16U ? 16 : 8;
+    // For unsigned samples, bitwise NOT is max - value: the MONOCHROME1 encoding. It goes to
+    // a new buffer; the caller's image is left alone.
+    cv::Mat stored;
+    if (monochrome1)
+        cv::bitwise_not(grey, stored);
+    else
+        stored = grey.isContinuous() ? grey : grey.clone();
+
+    DcmFileFormat dicom;
+    DcmDataset& ds = *dicom.getDataset();
+    DatasetWriter out(ds, file);
+    put_identification(out);
+
+    out.put(DCM_SamplesPerPixel, Uint16{1});
+    out.put(DCM_PhotometricInterpretation, monochrome1 ? "MONOCHROME1" : "MONOCHROME2");
+    out.put(DCM_Rows, static_cast<Uint16>(grey.rows));
+    out.put(DCM_Columns, static_cast<Uint16>(grey.cols));
+    out.put(DCM_BitsAllocated, static_cast<Uint16>(bits));
+    out.put(DCM_BitsStored, static_cast<Uint16>(bits));
+    out.put(DCM_HighBit, static_cast<Uint16>(bits - 1));
+    out.put(DCM_PixelRepresentation, Uint16{0});
+    // Centre 2^(bits-1), width 2^bits: the identity under the standard's linear window.
+    out.put(DCM_WindowCenter, std::to_string(1 << (bits - 1)));
+    out.put(DCM_WindowWidth, std::to_string(1 << bits));
+    if (pixel_spacing_mm > 0.0) {
+        char s[32];  // a DS value holds at most 16 characters
+        std::snprintf(s, sizeof s, "%.8g", pixel_spacing_mm);
+        out.put(DCM_PixelSpacing, std::string(s) + "\\" + s);
+    }
+    const unsigned long count = static_cast<unsigned long>(stored.total());
+    if (bits == 16)
+        out.check(ds.putAndInsertUint16Array(DCM_PixelData, stored.ptr<Uint16>(), count));
+    else
+        out.check(ds.putAndInsertUint8Array(DCM_PixelData, stored.ptr<Uint8>(), count));
+
+    const OFCondition saved = dicom.saveFile(file.c_str(), EXS_LittleEndianExplicit);
+    if (saved.bad())
+        throw Error(ErrorKind::NotFound, file,
+                    std::string("could not be written: ") + saved.text());
+}
+
+}  // namespace boneage

@@ -1,0 +1,27 @@
+// The decoders behind read_radiograph, one per family of formats.
+#pragma once
+
+#include <boneage/image.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "io/header.hpp"
+
+namespace boneage::io {
+
+// Throws TooLarge naming `file` when width x height or either side exceeds `limits`.
+void check_limits(std::int64_t width, std::int64_t height, const ReadLimits& limits,
+                  const std::filesystem::path& file);
+
+// Decodes a PNG, JPEG, BMP or TIFF held in `bytes` with OpenCV into one grey channel.
+Radiograph decode_raster(Format format, const std::vector<std::uint8_t>& bytes,
+                         const std::filesystem::path& file, const ReadLimits& limits);
+
+// Reads a DICOM file with DCMTK: modality LUT, VOI window or LUT, MONOCHROME1 inverted.
+Radiograph read_dicom(const std::filesystem::path& file, const ReadLimits& limits);
+
+// Registers the DCMTK decoders and silences DCMTK's console logging; safe to call often.
+void prepare_dcmtk();
+
+}  // namespace boneage::io
