@@ -33,7 +33,7 @@ void ProgressBar::update(std::size_t done, const std::string& message) {
     auto now = std::chrono::steady_clock::now();
     // Redraw at most 10 times a second on a terminal, every 5 s in a log.
     auto gap = tty_ ? std::chrono::milliseconds(100) : std::chrono::milliseconds(5000);
-    if (now - last_draw_ >= gap || done_ == total_) {
+    if (now - last_draw_ >= gap || (tty_ && done_ == total_)) {
         last_draw_ = now;
         draw(false);
     }

@@ -1,0 +1,349 @@
+// Labels, the validation split, prepare_dataset and the prepared cache.
+#include "support.hpp"
+
+#include <boneage/dataset.hpp>
+#include <boneage/error.hpp>
+#include <boneage/image.hpp>
+#include <boneage/preprocess.hpp>
+#include <boneage/synth.hpp>
+
+#include <gtest/gtest.h>
+#include <opencv2/core.hpp>
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+
+namespace boneage {
+namespace {
+
+namespace fs = std::filesystem;
+using test::ScratchDir;
+
+void write_text(const fs::path& file, const std::string& text) {
+    std::ofstream out(file, std::ios::binary);
+    out << text;
+}
+
+std::string read_bytes(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+ErrorKind kind_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.kind();
+    }
+    ADD_FAILURE() << "no boneage::Error thrown";
+    return ErrorKind::Internal;
+}
+
+// ---- labels ----
+
+TEST(Labels, ReadsColumnsInAnyOrderByHeaderName) {
+    ScratchDir dir("labels-order");
+    write_text(dir / "test.csv", "id,male,boneage\n4360,True,168.93\n4361,False,6\n");
+    Labels labels = read_labels(dir / "test.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_TRUE(labels.rejected.empty());
+    EXPECT_EQ(labels.rows[0].id, "4360");
+    EXPECT_DOUBLE_EQ(labels.rows[0].age_months, 168.93);
+    EXPECT_TRUE(labels.rows[0].male);
+    EXPECT_EQ(labels.rows[0].line, 2);
+    EXPECT_EQ(labels.rows[1].id, "4361");
+    EXPECT_DOUBLE_EQ(labels.rows[1].age_months, 6.0);
+    EXPECT_FALSE(labels.rows[1].male);
+    EXPECT_EQ(labels.rows[1].line, 3);
+}
+
+TEST(Labels, AcceptsCaseIdAndSexHeaders) {
+    ScratchDir dir("labels-variants");
+    write_text(dir / "test.csv", "Case ID,Sex,Bone Age\n1,M,10\n2,F,20\n");
+    Labels labels = read_labels(dir / "test.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_TRUE(labels.rows[0].male);
+    EXPECT_FALSE(labels.rows[1].male);
+    EXPECT_DOUBLE_EQ(labels.rows[1].age_months, 20.0);
+}
+
+TEST(Labels, ToleratesCrlfByteOrderMarkAndBlankLines) {
+    ScratchDir dir("labels-crlf");
+    write_text(dir / "l.csv", "\xEF\xBB\xBFid,boneage,male\r\n1377,180,false\r\n1378,12,1\r\n\r\n");
+    Labels labels = read_labels(dir / "l.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_TRUE(labels.rejected.empty());
+    EXPECT_EQ(labels.rows[0].id, "1377");
+    EXPECT_FALSE(labels.rows[0].male);
+    EXPECT_EQ(labels.rows[1].id, "1378");
+    EXPECT_TRUE(labels.rows[1].male);
+}
+
+TEST(Labels, RejectsBadRowsWithLineAndReason) {
+    ScratchDir dir("labels-bad");
+    write_text(dir / "l.csv",
+               "id,boneage,male\n"
+               "1,100,True\n"      // line 2: good
+               "2,abc,True\n"      // 3: not a number
+               "3,301,False\n"     // 4: out of range
+               "4,-1,False\n"      // 5: out of range
+               "1,50,False\n"      // 6: duplicate of line 2
+               "5,60\n"            // 7: missing field
+               "6,70,maybe\n"      // 8: bad sex
+               "7,0,0\n");         // 9: good, age 0 is allowed
+    Labels labels = read_labels(dir / "l.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_EQ(labels.rows[0].id, "1");
+    EXPECT_EQ(labels.rows[1].id, "7");
+    ASSERT_EQ(labels.rejected.size(), 6u);
+    struct Expected { int line; const char* id; const char* words; };
+    Expected expected[] = {{3, "2", "not a number"}, {4, "3", "outside"},
+                           {5, "4", "outside"},      {6, "1", "duplicate"},
+                           {7, "5", "missing field"}, {8, "6", "male"}};
+    for (std::size_t i = 0; i < 6; ++i) {
+        SCOPED_TRACE(i);
+        EXPECT_EQ(labels.rejected[i].line, expected[i].line);
+        EXPECT_EQ(labels.rejected[i].id, expected[i].id);
+        EXPECT_NE(labels.rejected[i].reason.find(expected[i].words), std::string::npos)
+            << labels.rejected[i].reason;
+    }
+    EXPECT_NE(labels.rejected[3].reason.find("line 2"), std::string::npos);
+}
+
+TEST(Labels, StrictModeThrowsBadDataNamingTheLine) {
+    ScratchDir dir("labels-strict");
+    write_text(dir / "l.csv", "id,boneage,male\n1,100,True\n2,400,True\n");
+    try {
+        read_labels(dir / "l.csv", true);
+        FAIL() << "strict read accepted an age of 400 months";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::BadData);
+        EXPECT_EQ(e.file(), dir / "l.csv");
+        EXPECT_EQ(e.reason().rfind("line 3: ", 0), 0u) << e.reason();
+    }
+}
+
+TEST(Labels, MissingColumnOrFileIsAnError) {
+    ScratchDir dir("labels-columns");
+    write_text(dir / "l.csv", "id,age_in_years,male\n1,10,True\n");
+    EXPECT_EQ(kind_of([&] { read_labels(dir / "l.csv"); }), ErrorKind::BadData);
+    write_text(dir / "empty.csv", "");
+    EXPECT_EQ(kind_of([&] { read_labels(dir / "empty.csv"); }), ErrorKind::BadData);
+    EXPECT_EQ(kind_of([&] { read_labels(dir / "absent.csv"); }), ErrorKind::NotFound);
+}
+
+// ---- images and the split ----
+
+TEST(FindImage, PrefersPngAndFindsOtherExtensions) {
+    ScratchDir dir("find-image");
+    write_text(dir / "1.jpg", "x");
+    write_text(dir / "1.png", "x");
+    write_text(dir / "2.dcm", "x");
+    EXPECT_EQ(find_image(dir.path(), "1"), dir / "1.png");
+    EXPECT_EQ(find_image(dir.path(), "2"), dir / "2.dcm");
+    EXPECT_TRUE(find_image(dir.path(), "3").empty());
+    EXPECT_TRUE(find_image(dir.path(), "").empty());
+    EXPECT_TRUE(find_image(dir / "sub", "../1").empty());
+}
+
+TEST(ValidationSplit, IsDeterministicAndNearTheFraction) {
+    int in_validation = 0;
+    for (int id = 0; id < 10000; ++id) {
+        std::string s = std::to_string(1000 + id);
+        bool side = in_validation_split(s, 0.2);
+        EXPECT_EQ(side, in_validation_split(s, 0.2));
+        if (side) {
+            ++in_validation;
+            EXPECT_TRUE(in_validation_split(s, 0.5)) << "a larger fraction must keep " << s;
+        }
+        EXPECT_FALSE(in_validation_split(s, 0.0));
+        EXPECT_TRUE(in_validation_split(s, 1.0));
+    }
+    EXPECT_NEAR(in_validation, 2000, 150);
+}
+
+TEST(ValidationSplit, DoesNotChangeBetweenBuilds) {
+    // The split decides which patients a published model never saw; a different hash would
+    // silently move them. These sides follow from FNV-1a of the id strings and
+    // MurmurHash3's finaliser.
+    std::string sides;
+    for (const char* id : {"1377", "1378", "1379", "1380", "1381", "1382", "1383", "1384"})
+        sides += in_validation_split(id, 0.5) ? 'v' : 't';
+    EXPECT_EQ(sides, "ttvtvttv");
+}
+
+// ---- prepare and the cache ----
+
+// Twelve phantoms and a labels file with four bad rows, written once for all the tests below.
+class PrepareTest : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        dir_ = std::make_unique<ScratchDir>("prepare");
+        SynthOptions synth;
+        synth.width = 256;
+        synth.height = 320;
+        phantoms_ = write_phantom_set(images(), 12, 7, synth);
+        std::string csv = read_bytes(images() / "labels.csv");
+        if (!csv.empty() && csv.back() != '\n') csv += '\n';
+        csv += "9999,100,True\n";                            // line 14: no image
+        write_text(images() / "8888.png", "not a png at all");
+        csv += "8888,100,False\n";                           // 15: unreadable image
+        fs::copy_file(images() / (phantoms_[0].label.id + ".png"), images() / "7777.png");
+        csv += "7777,412,True\n";                            // 16: age out of range
+        csv += phantoms_[1].label.id + ",50,False\n";        // 17: duplicate id
+        write_text(labels(), csv);
+    }
+    static void TearDownTestSuite() { dir_.reset(); }
+
+    static fs::path images() { return dir_->path() / "images"; }
+    static fs::path labels() { return dir_->path() / "labels-with-bad-rows.csv"; }
+
+    PrepareOptions options(const fs::path& out) const {
+        PrepareOptions o;
+        o.images_dir = images();
+        o.labels_csv = labels();
+        o.out = out;
+        o.threads = 2;
+        return o;
+    }
+
+    static std::unique_ptr<ScratchDir> dir_;
+    static std::vector<Phantom> phantoms_;
+};
+
+std::unique_ptr<ScratchDir> PrepareTest::dir_;
+std::vector<Phantom> PrepareTest::phantoms_;
+
+TEST_F(PrepareTest, CacheHoldsTheGoodRowsInOrderWithTheirPixels) {
+    ScratchDir out("prepare-out");
+    PrepareOptions o = options(out / "set.bin");
+    std::size_t last_done = 0, calls = 0;
+    o.progress = [&](std::size_t done, std::size_t total) {
+        EXPECT_EQ(total, 13u);  // the rows with an image: 12 phantoms and the unreadable file
+        EXPECT_GE(done, last_done);
+        last_done = done;
+        ++calls;
+    };
+    PrepareReport report = prepare_dataset(o);
+    EXPECT_EQ(report.written, 12u);
+    EXPECT_EQ(last_done, 13u);
+    EXPECT_GE(calls, 13u);
+
+    PreparedCache cache(out / "set.bin");
+    ASSERT_EQ(cache.size(), 12u);
+    EXPECT_EQ(cache.image_size(), 320);
+    EXPECT_EQ(cache.settings().output_size, 320);
+    for (std::size_t i = 0; i < 12; ++i) {
+        SCOPED_TRACE(i);
+        const PhantomLabel& label = phantoms_[i].label;
+        EXPECT_EQ(cache.id(i), label.id);
+        EXPECT_DOUBLE_EQ(cache.age_months(i), label.age_months);
+        EXPECT_EQ(cache.male(i), label.male);
+        cv::Mat expected = preprocess(read_radiograph(images() / (label.id + ".png"))).image;
+        cv::Mat actual(320, 320, CV_8UC1, const_cast<std::uint8_t*>(cache.image(i)));
+        EXPECT_EQ(cv::norm(expected, actual, cv::NORM_INF), 0.0);
+        EXPECT_GT(cv::countNonZero(actual), 320 * 320 / 10) << "a blank image proves nothing";
+    }
+    // Distinct phantoms, so a shuffled or repeated row would show.
+    EXPECT_NE(std::memcmp(cache.image(0), cache.image(1), 320 * 320), 0);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(cache.image(0)) % 64, 0u);
+    EXPECT_THROW(cache.image(12), Error);
+    // Only the cache is left: the temporary file was renamed into place.
+    EXPECT_EQ(std::distance(fs::directory_iterator(out.path()), fs::directory_iterator()), 1);
+}
+
+TEST_F(PrepareTest, ReportsEveryBadRowWithLineIdAndReason) {
+    ScratchDir out("prepare-bad");
+    PrepareReport report = prepare_dataset(options(out / "set.bin"));
+    ASSERT_EQ(report.rejected.size(), 4u);
+    struct Expected { int line; std::string id; const char* words; };
+    Expected expected[] = {{14, "9999", "missing image"},
+                           {15, "8888", "8888.png"},
+                           {16, "7777", "outside"},
+                           {17, phantoms_[1].label.id, "duplicate"}};
+    for (std::size_t i = 0; i < 4; ++i) {
+        SCOPED_TRACE(i);
+        EXPECT_EQ(report.rejected[i].line, expected[i].line);
+        EXPECT_EQ(report.rejected[i].id, expected[i].id);
+        EXPECT_NE(report.rejected[i].reason.find(expected[i].words), std::string::npos)
+            << report.rejected[i].reason;
+    }
+}
+
+TEST_F(PrepareTest, StrictStopsAtTheFirstBadRowAndWritesNothing) {
+    ScratchDir out("prepare-strict");
+    PrepareOptions o = options(out / "set.bin");
+    o.strict = true;
+    EXPECT_THROW(prepare_dataset(o), Error);
+    EXPECT_TRUE(fs::is_empty(out.path()));
+
+    // With the bad label rows gone, the unreadable image is the first failure.
+    std::string csv = read_bytes(images() / "labels.csv") + "8888,100,False\n";
+    write_text(out / "unreadable.csv", csv);
+    o.labels_csv = out / "unreadable.csv";
+    o.out = out / "sub" / "set.bin";
+    try {
+        prepare_dataset(o);
+        FAIL() << "strict prepare accepted an unreadable image";
+    } catch (const Error& e) {
+        EXPECT_NE(e.reason().find("line 14, id 8888"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(out / "sub" / "set.bin"));
+}
+
+TEST_F(PrepareTest, SettingsTravelWithTheCache) {
+    ScratchDir out("prepare-settings");
+    PrepareOptions o = options(out / "small.bin");
+    o.settings.output_size = 64;
+    o.settings.clahe_clip_limit = 3.5;
+    o.settings.crop_hand = false;
+    prepare_dataset(o);
+    PreparedCache cache(out / "small.bin");
+    EXPECT_EQ(cache.image_size(), 64);
+    EXPECT_EQ(cache.settings().output_size, 64);
+    EXPECT_DOUBLE_EQ(cache.settings().clahe_clip_limit, 3.5);
+    EXPECT_FALSE(cache.settings().crop_hand);
+    cv::Mat expected = preprocess(read_radiograph(images() / (cache.id(3) + ".png")), o.settings).image;
+    cv::Mat actual(64, 64, CV_8UC1, const_cast<std::uint8_t*>(cache.image(3)));
+    EXPECT_EQ(cv::norm(expected, actual, cv::NORM_INF), 0.0);
+}
+
+TEST_F(PrepareTest, DamagedCacheIsBadData) {
+    ScratchDir out("prepare-damaged");
+    PrepareOptions o = options(out / "good.bin");
+    o.settings.output_size = 32;
+    prepare_dataset(o);
+    std::string good = read_bytes(out / "good.bin");
+    auto expect_bad = [&](const std::string& name, const std::string& bytes, const char* words) {
+        SCOPED_TRACE(name);
+        write_text(out / name, bytes);
+        try {
+            PreparedCache cache(out / name);
+            ADD_FAILURE() << "a damaged cache was accepted";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::BadData);
+            EXPECT_EQ(e.file(), out / name);
+            EXPECT_NE(e.reason().find(words), std::string::npos) << e.reason();
+        }
+    };
+    std::string magic = good;
+    magic[0] = 'X';
+    expect_bad("magic.bin", magic, "not a boneage cache");
+    expect_bad("tiny.bin", good.substr(0, 10), "not a boneage cache");
+    std::string version = good;
+    version[16] = 2;
+    expect_bad("version.bin", version, "cache version 2, this build reads 1");
+    expect_bad("truncated.bin", good.substr(0, good.size() - 100), "truncated: expected");
+    expect_bad("longer.bin", good + "x", "expected");
+    std::string header = good;
+    header[24] = '[';
+    expect_bad("header.bin", header, "header");
+    EXPECT_EQ(kind_of([&] { PreparedCache c(out / "absent.bin"); }), ErrorKind::NotFound);
+    PreparedCache cache(out / "good.bin");  // the original still reads
+    EXPECT_EQ(cache.size(), 12u);
+}
+
+}  // namespace
+}  // namespace boneage
