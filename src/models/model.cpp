@@ -1,0 +1,73 @@
+// What the three architectures share: their configuration, the factory, and the one place
+// where images become tensors.
+#include <fmt/format.h>
+
+#include <array>
+#include <boneage/error.hpp>
+#include <boneage/model.hpp>
+#include <cstring>
+
+#include "models/head.hpp"
+
+namespace boneage {
+
+void to_json(nlohmann::json& j, const ModelConfig& c) {
+    j = nlohmann::json{{"arch", c.arch},
+                       {"head", c.head},
+                       {"use_sex", c.use_sex},
+                       {"input_size", c.input_size},
+                       {"label_offset", c.label_offset},
+                       {"label_scale", c.label_scale}};
+}
+
+// Fields a file omits keep their defaults, so older files stay readable.
+void from_json(const nlohmann::json& j, ModelConfig& c) {
+    const ModelConfig d;
+    c.arch = j.value("arch", d.arch);
+    c.head = j.value("head", d.head);
+    c.use_sex = j.value("use_sex", d.use_sex);
+    c.input_size = j.value("input_size", d.input_size);
+    c.label_offset = j.value("label_offset", d.label_offset);
+    c.label_scale = j.value("label_scale", d.label_scale);
+}
+
+BoneAgeNet make_model(const ModelConfig& config) {
+    if (config.head != "flatten" && config.head != "gap")
+        throw UsageError(fmt::format("unknown head '{}' (expected flatten or gap)", config.head));
+    if (config.input_size < 1)
+        throw UsageError(fmt::format("input size must be positive, got {}", config.input_size));
+    if (config.arch == "shallow") return models::make_shallow(config);
+    if (config.arch == "resnet50") return models::make_resnet50(config);
+    if (config.arch == "inceptionv4") return models::make_inceptionv4(config);
+    throw UsageError(fmt::format(
+        "unknown architecture '{}' (expected shallow, resnet50 or inceptionv4)", config.arch));
+}
+
+std::int64_t parameter_count(const torch::nn::Module& module) {
+    std::int64_t count = 0;
+    for (const auto& p : module.parameters())
+        if (p.requires_grad()) count += p.numel();
+    return count;
+}
+
+torch::Tensor images_to_tensor(const std::vector<const std::uint8_t*>& images, int size) {
+    TORCH_CHECK(size > 0, "image size must be positive, got ", size);
+    // A table of v / 255 gives the same floats as a division, at the cost of a load.
+    static const std::array<float, 256> scale = [] {
+        std::array<float, 256> t{};
+        for (int v = 0; v < 256; ++v) t[v] = static_cast<float>(v) / 255.0f;
+        return t;
+    }();
+    const auto count = static_cast<std::int64_t>(images.size());
+    const std::size_t pixels = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
+    torch::Tensor out = torch::empty({count, 1, size, size}, torch::kFloat32);
+    float* dst = out.data_ptr<float>();
+    for (const std::uint8_t* src : images) {
+        TORCH_CHECK(src != nullptr, "images_to_tensor: null image");
+        for (std::size_t k = 0; k < pixels; ++k) dst[k] = scale[src[k]];
+        dst += pixels;
+    }
+    return out;
+}
+
+}  // namespace boneage
