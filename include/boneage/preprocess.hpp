@@ -26,6 +26,13 @@ struct PreprocessSettings {
     int detect_size = 512;        // the hand is searched on a copy whose longer side is this
 };
 
+// Throws UsageError naming the first setting out of range: output_size outside [8, 4096],
+// detect_size outside [16, 8192], crop_margin outside [0, 1], clip limit outside (0, 1000],
+// tile grid outside [1, 64].
+void validate(const PreprocessSettings& s);
+
+// JSON with one key per field, named as the fields. from_json keeps the default for a
+// missing key and throws boneage::Error (BadData) for a value out of range.
 void to_json(nlohmann::json& j, const PreprocessSettings& s);
 void from_json(const nlohmann::json& j, PreprocessSettings& s);
 
@@ -41,6 +48,10 @@ struct HandBox {
 // a valid image: when no hand is found the box is the whole image, method "full-frame",
 // confidence 0 and a warning says so.
 HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings = {});
+
+// The region preprocess() crops: `hand` grown on every side by `margin` times its longer
+// side, clamped to an image of `image_size`.
+cv::Rect crop_box(const cv::Rect& hand, cv::Size image_size, double margin);
 
 // Contrast-limited adaptive histogram equalisation with the settings' clip limit and grid.
 cv::Mat apply_clahe(const cv::Mat& grey8, const PreprocessSettings& settings = {});

@@ -1,0 +1,223 @@
+// The hand finder's first step: find the grey level of the background of the detection copy.
+#include "hand_finder_steps.hpp"
+
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+namespace boneage::hand_finder {
+
+namespace {
+
+using Histogram = std::array<double, 256>;
+
+// Grey levels 0-2 are black padding around a scanned film (or a black background, the same
+// for the threshold); 253-255 are burnt-out film and saturated markers. Neither says what the
+// film's background level is near the hand, so they never weigh on the background surface.
+constexpr int kLowest = 3, kHighest = 252;
+
+Histogram histogram_of(const cv::Mat& image8) {
+    Histogram h{};
+    for (int y = 0; y < image8.rows; ++y) {
+        const uchar* row = image8.ptr<uchar>(y);
+        for (int x = 0; x < image8.cols; ++x) h[row[x]] += 1.0;
+    }
+    for (int v = kHighest + 1; v < 256; ++v) h[v] = 0.0;
+    return h;
+}
+
+// The histogram smoothed over +-2 grey levels, so a comb left by contrast stretching does not
+// decide the mode.
+Histogram smoothed(const Histogram& h) {
+    Histogram s{};
+    for (int v = 0; v < 256; ++v)
+        for (int d = -2; d <= 2; ++d)
+            if (v + d >= 0 && v + d < 256) s[v] += h[v + d] / 5.0;
+    return s;
+}
+
+int mode_of(const Histogram& h) {
+    return static_cast<int>(std::max_element(h.begin(), h.end()) - h.begin());
+}
+
+double mass(const Histogram& h, int from, int to) {
+    double m = 0.0;
+    for (int v = std::max(0, from); v <= std::min(255, to); ++v) m += h[v];
+    return m;
+}
+
+// The spread of the background peak: its half width at half maximum on the side away from
+// the tissue (the other side merges with the soft tissue), as a Gaussian sigma.
+double peak_sigma(const Histogram& h, int mode) {
+    const double half = h[mode] / 2.0;
+    int below = mode;
+    while (below > kLowest && h[below] > half) --below;
+    int above = mode;
+    while (above < kHighest && h[above] > half) ++above;
+    int width = below > kLowest ? mode - below : above - mode;
+    return std::max(1.0, width / 1.1774);
+}
+
+// The film's background grey level, pixel by pixel: the grey levels of `image` where `weight`
+// is 1, spread by a wide Gaussian and divided by the spread weights (normalised convolution),
+// so the hand's region is filled in from the film around it. Done on a copy about 64 pixels
+// long, which is all the detail a background has.
+cv::Mat background_surface(const cv::Mat& image, const cv::Mat& weight, double fallback) {
+    const double shrink = 64.0 / std::max(image.cols, image.rows);
+    const cv::Size coarse(std::max(4, static_cast<int>(std::lround(image.cols * shrink))),
+                          std::max(4, static_cast<int>(std::lround(image.rows * shrink))));
+    cv::Mat weighted = image.mul(weight), small_value, small_weight;
+    cv::resize(weighted, small_value, coarse, 0, 0, cv::INTER_AREA);
+    cv::resize(weight, small_weight, coarse, 0, 0, cv::INTER_AREA);
+    const double sigma = 4.0;  // a sixteenth of the frame
+    cv::GaussianBlur(small_value, small_value, cv::Size(), sigma, sigma, cv::BORDER_REFLECT);
+    cv::GaussianBlur(small_weight, small_weight, cv::Size(), sigma, sigma, cv::BORDER_REFLECT);
+    // Far from any background the global level takes over.
+    const float floor_weight = 1e-3f;
+    cv::Mat surface = (small_value + floor_weight * static_cast<float>(fallback)) /
+                      (small_weight + floor_weight);
+    cv::resize(surface, surface, image.size(), 0, 0, cv::INTER_LINEAR);
+    return surface;
+}
+
+double median_of(std::vector<float>& v) {
+    if (v.empty()) return 0.0;
+    auto mid = v.begin() + v.size() / 2;
+    std::nth_element(v.begin(), mid, v.end());
+    return *mid;
+}
+
+// Robust sigma (1.4826 x median absolute deviation) of `residual` where `weight` is 1, from
+// the negative residuals only: faint tissue left among the background pixels only adds
+// positive ones.
+double residual_noise(const cv::Mat& residual, const cv::Mat& weight) {
+    std::vector<float> deviations;
+    for (int y = 0; y < residual.rows; ++y) {
+        const float* r = residual.ptr<float>(y);
+        const float* w = weight.ptr<float>(y);
+        for (int x = 0; x < residual.cols; ++x)
+            if (w[x] > 0.5f && r[x] <= 0.0f) deviations.push_back(-r[x]);
+    }
+    return std::max(0.25, 1.4826 * median_of(deviations));
+}
+
+// Background pixels: not tissue (outside `tissue` grown by a few per cent of the frame, so
+// the faint rim of soft tissue does not count), not saturated, and not well below the film's
+// commonest grey (`darkest`): beside a grey film, black or dark grey is the scanner's frame or
+// padding, which says nothing about the film's level next to the hand.
+cv::Mat background_weight(const cv::Mat& smooth8, const cv::Mat& tissue, double darkest) {
+    const int grow = std::max(3, static_cast<int>(0.03 * std::max(smooth8.cols, smooth8.rows)));
+    cv::Mat grown;
+    cv::dilate(tissue, grown,
+               cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(2 * grow + 1, 2 * grow + 1)));
+    cv::Mat film = (smooth8 <= kHighest) & (smooth8 >= darkest) & (grown == 0);
+    cv::Mat weight;
+    film.convertTo(weight, CV_32F, 1.0 / 255.0);
+    return weight;
+}
+
+// A median of `smooth8` over a window a quarter of its longer side, computed on a copy about
+// 128 pixels long and brought back to full size.
+cv::Mat median_surface(const cv::Mat& smooth8) {
+    const double shrink = std::min(1.0, 128.0 / std::max(smooth8.cols, smooth8.rows));
+    cv::Mat coarse;
+    cv::resize(smooth8, coarse, cv::Size(), shrink, shrink, cv::INTER_AREA);
+    int k = std::max(3, std::max(coarse.cols, coarse.rows) / 4) | 1;
+    cv::Mat median;
+    cv::medianBlur(coarse, median, k);
+    cv::Mat surface;
+    median.convertTo(surface, CV_32F);
+    cv::resize(surface, surface, smooth8.size(), 0, 0, cv::INTER_LINEAR);
+    return surface;
+}
+
+}  // namespace
+
+Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnings,
+                          Surface kind) {
+    Levelled level;
+    const int short_side = std::min(small.cols, small.rows);
+    cv::Mat smooth;
+    cv::medianBlur(small, smooth, short_side >= 200 ? 5 : 3);
+    level.border = std::max(2, static_cast<int>(std::lround(0.015 * short_side)));
+
+    Histogram h = smoothed(histogram_of(smooth));
+    const double total = mass(h, 0, 255);
+    if (total < 0.05 * smooth.total()) {  // nothing but padding and saturation
+        level.contrast_too_low = true;
+        warnings.emplace_back("too little contrast to find the hand");
+        return level;
+    }
+    int mode = mode_of(h);
+    // Bone is bright. When far more film lies well below the commonest grey than above it,
+    // the grey scale is reversed (an uninverted MONOCHROME1 film, a negative scan).
+    const double margin = 4.0 * peak_sigma(h, mode) + 4.0;
+    // Black padding around a grey film is not "darker film"; it starts above it.
+    const double darker = mass(h, 8, mode - static_cast<int>(margin));
+    const double brighter = mass(h, mode + static_cast<int>(margin), 255);
+    if (darker > 3.0 * brighter && darker > 0.1 * total) {
+        cv::bitwise_not(smooth, smooth);
+        std::reverse(h.begin(), h.end());
+        mode = 255 - mode;
+        warnings.emplace_back("the background is brighter than the hand; searched the inverted image");
+    }
+
+    cv::Mat grey;
+    smooth.convertTo(grey, CV_32F);
+    // Averaging in floating point gets below the 8-bit step: the soft tissue of a thin,
+    // underexposed hand can lie only one or two grey levels above the film.
+    const double blur = std::max(1.0, 0.004 * std::max(smooth.cols, smooth.rows));
+    cv::GaussianBlur(grey, grey, cv::Size(), blur, blur, cv::BORDER_REPLICATE);
+    // Black padding beside a grey film is never background, however wide the film's peak.
+    const double darkest = mode >= 8 ? std::max<double>(kLowest, mode - margin) : 0.0;
+    // The grain is measured on the fine scale (the copy minus a local mean), so a background
+    // estimate still pulled up by faint tissue does not pass for noise and hide that tissue.
+    cv::Mat local_mean;
+    const double local = std::max(2.0, 0.01 * std::max(smooth.cols, smooth.rows));
+    cv::GaussianBlur(grey, local_mean, cv::Size(), local, local, cv::BORDER_REPLICATE);
+    const cv::Mat fine = grey - local_mean;
+    cv::Mat residual;
+    if (kind == Surface::Median) {
+        // A median over a window a quarter of the frame wide keeps the straight edges of an
+        // exposed field or a film, which a mean smears into "tissue"; at the hand's
+        // extremities (what decides the box) most of the window is background.
+        residual = grey - median_surface(smooth);
+        cv::Mat weight, quiet = (smooth >= darkest) & (smooth <= kHighest) & (residual <= 2.0f);
+        quiet.convertTo(weight, CV_32F, 1.0 / 255.0);
+        level.noise = residual_noise(fine, weight);
+    } else {
+        // The first round takes every film pixel as background, so the surface follows broad
+        // shading; the hand stands out of its residual, and each round's residual keeps more
+        // of the hand (a wide palm, a forearm) out of the next round's background.
+        cv::Mat tissue = cv::Mat::zeros(smooth.size(), CV_8UC1);
+        for (int round = 0; round < 4; ++round) {
+            const cv::Mat weight = background_weight(smooth, tissue, darkest);
+            residual = grey - background_surface(grey, weight, mode);
+            level.noise = residual_noise(fine, weight);
+            tissue = residual > static_cast<float>(4.0 * level.noise + 1.0);
+            // Most of the film "tissue": the background is not flat at the scale the surface
+            // follows (a steep exposure gradient). Then the residual's own spread is the noise.
+            if (cv::countNonZero(tissue) > 0.6 * cv::countNonZero(smooth >= darkest)) {
+                level.noise = std::max(level.noise, residual_noise(residual, weight));
+                tissue = residual > static_cast<float>(4.0 * level.noise + 1.0);
+            }
+        }
+    }
+    // Padding is never tissue, whatever the surface next to it.
+    residual.setTo(0.0f, smooth < kLowest);
+    level.film = smooth >= darkest;
+    level.image = residual;
+    level.background = 0.0;
+
+    double lowest, brightest;
+    cv::minMaxLoc(level.image, &lowest, &brightest);
+    if (brightest - level.background < std::max(8.0, 4.0 * level.noise)) {
+        level.contrast_too_low = true;
+        warnings.emplace_back("too little contrast to find the hand");
+    }
+    return level;
+}
+
+}  // namespace boneage::hand_finder

@@ -1,0 +1,149 @@
+// The classical hand finder. On a downscaled copy: level the background (a smooth surface
+// fitted around the tissue), threshold just above the film grain, close the gaps between
+// fingers, and keep the largest component that is neither a lead marker nor a film edge, with
+// the pieces of hand beside it. A ladder of higher thresholds handles shading the levelling
+// missed; a rectangular result (an exposed field, a film on a scanner bed) is searched again
+// inside; a median-levelled second opinion is asked when nothing hand-like was found. It errs
+// on the large side: a box with some background costs a little resolution, a box that cuts
+// off a fingertip or the wrist loses bones the age is read from.
+#include "hand_finder_steps.hpp"
+
+#include <boneage/error.hpp>
+#include <boneage/preprocess.hpp>
+
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+namespace boneage {
+
+namespace {
+
+using namespace hand_finder;
+
+HandBox full_frame(const cv::Mat& grey, std::vector<std::string> warnings) {
+    HandBox hand;
+    hand.box = cv::Rect(0, 0, grey.cols, grey.rows);
+    hand.method = "full-frame";
+    hand.confidence = 0.0;
+    warnings.emplace_back("no hand found; kept the whole image");
+    hand.warnings = std::move(warnings);
+    return hand;
+}
+
+// `box` on the detection copy, back in original pixels, rounded outwards.
+cv::Rect to_original(const cv::Rect& box, double scale, cv::Size original) {
+    const int x0 = static_cast<int>(std::floor(box.x / scale));
+    const int y0 = static_cast<int>(std::floor(box.y / scale));
+    const int x1 = static_cast<int>(std::ceil((box.x + box.width) / scale));
+    const int y1 = static_cast<int>(std::ceil((box.y + box.height) / scale));
+    return cv::Rect(cv::Point(x0, y0), cv::Point(x1, y1)) &
+           cv::Rect(0, 0, original.width, original.height);
+}
+
+cv::Mat to_grey8(const cv::Mat& image) {
+    if (image.empty()) throw Error(ErrorKind::Usage, "find_hand: empty image");
+    cv::Mat grey = image;
+    if (grey.channels() == 3) cv::cvtColor(grey, grey, cv::COLOR_BGR2GRAY);
+    if (grey.channels() == 4) cv::cvtColor(grey, grey, cv::COLOR_BGRA2GRAY);
+    if (grey.channels() != 1) throw Error(ErrorKind::Usage, "find_hand: expected a grey image");
+    if (grey.depth() != CV_8U) grey = to_8bit(grey);
+    return grey;
+}
+
+// Chosen regions filling more of their box than this are rectangles (fields, films), not
+// hands: an open hand with its forearm fills about half of its box.
+constexpr double kRectangular = 0.8;
+
+// The smallest box, as a fraction of the frame, that can hold a whole hand.
+constexpr double kSmallestHand = 0.05;
+
+bool plausible(const Selection& s) {
+    return !s.box.empty() && s.frame_fraction < 0.55 && s.box_fill <= kRectangular;
+}
+
+cv::Rect grow(const cv::Rect& r, double fraction, cv::Size frame) {
+    const int d = static_cast<int>(std::ceil(fraction * std::max(frame.width, frame.height)));
+    return cv::Rect(r.x - d, r.y - d, r.width + 2 * d, r.height + 2 * d) &
+           cv::Rect(0, 0, frame.width, frame.height);
+}
+
+cv::Rect shrink(const cv::Rect& r, double fraction) {
+    const int dx = static_cast<int>(fraction * r.width), dy = static_cast<int>(fraction * r.height);
+    return cv::Rect(r.x + dx, r.y + dy, r.width - 2 * dx, r.height - 2 * dy);
+}
+
+// The hand on the detection copy: the lowest rung of the threshold ladder whose selection
+// looks like a hand (not most of the film, not a rectangle), or, when none does, the lowest
+// rung's selection, which holds the most and so cuts off the least. A flat, nearly
+// rectangular selection is an exposed field or a film on a scanner bed: the hand lies inside
+// it, so the search runs again within it (once).
+Selection search(const cv::Mat& small, std::vector<std::string>& warnings, Surface kind,
+                 bool nested = false) {
+    if (std::min(small.cols, small.rows) < 16) return {};
+    Levelled level = level_background(small, warnings, kind);
+    if (level.contrast_too_low) return {};
+    Selection lowest;
+    for (int step = 0; step < 5; ++step) {
+        const TissueLevels levels = tissue_levels(level, step);
+        Selection s = select_hand(foreground_mask(level, levels), level, levels);
+        if (step == 0) lowest = s;
+        // Climbing further than this leaves a marker or a few bones, not a hand.
+        if (s.box.empty() || s.box.area() < 0.1 * lowest.box.area()) break;
+        if (!nested && s.box_fill > kRectangular) {
+            const cv::Rect field = shrink(s.box, 0.03);
+            std::vector<std::string> unused;
+            Selection within = search(small(field), unused, kind, true);
+            if (plausible(within) && within.box.area() < 0.85 * field.area()) {
+                within.box += field.tl();
+                return within;
+            }
+        }
+        if (plausible(s)) return s;
+    }
+    return lowest;
+}
+
+}  // namespace
+
+HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
+    const cv::Mat grey = to_grey8(grey8);
+    const double scale =
+        std::min(1.0, static_cast<double>(settings.detect_size) / std::max(grey.cols, grey.rows));
+    cv::Mat small;
+    if (scale < 1.0)
+        cv::resize(grey, small, cv::Size(), scale, scale, cv::INTER_AREA);
+    else
+        small = grey.clone();
+
+    std::vector<std::string> warnings;
+    Selection found = search(small, warnings, Surface::Smooth);
+    // The median background sees through fields and blotchy shading that the smooth one takes
+    // for tissue, but it can lose a faint hand that fills the frame, or a forearm. It is asked
+    // only when the smooth search found nothing hand-like, and its box is taken only when it
+    // lies inside the smooth one's and is of a hand's size.
+    if (!found.box.empty() && !plausible(found)) {
+        std::vector<std::string> unused;
+        const Selection sharp = search(small, unused, Surface::Median);
+        const cv::Rect tolerance = grow(found.box, 0.02, small.size());
+        if (plausible(sharp) && (sharp.box & tolerance) == sharp.box &&
+            sharp.box.area() >= kSmallestHand * small.total())
+            found = sharp;
+    }
+    // A box this small holds a marker or a label, not a hand (a child's hand on a large
+    // film still covers several per cent of it): keeping the whole frame is the safe answer.
+    if (found.box.area() < kSmallestHand * small.total()) return full_frame(grey, warnings);
+
+    HandBox hand;
+    hand.box = to_original(found.box, scale, grey.size());
+    hand.method = "threshold";
+    hand.confidence = found.confidence;
+    if (found.confidence < 0.3) warnings.emplace_back("the hand separates poorly from the background");
+    hand.warnings = std::move(warnings);
+    return hand;
+}
+
+}  // namespace boneage

@@ -1,0 +1,57 @@
+// The steps of the hand finder (hand_finder.cpp), on the downscaled detection copy.
+#pragma once
+
+#include <opencv2/core.hpp>
+
+#include <string>
+#include <vector>
+
+namespace boneage::hand_finder {
+
+// The detection copy and the grey level of its background.
+struct Levelled {
+    cv::Mat image;              // CV_32F: the smoothed copy, bone bright
+    double background = 0.0;    // the commonest grey level of the film: its background
+    double noise = 1.0;         // spread of the background grey level (sigma), >= 0.25
+    cv::Mat film;               // CV_8UC1, 255 where the film is (not padding)
+    int border = 2;             // width of the band along the frame edge ignored by the mask
+    bool contrast_too_low = false;
+};
+
+// How the background's grey level is estimated pixel by pixel. Smooth: a wide weighted mean
+// of the pixels outside the tissue found so far, refined over a few rounds; follows gentle
+// shading and lets a hand fill most of the frame. Median: a median over a quarter of the frame;
+// keeps the straight edges of exposed fields and films, and blotchy shading, out of the tissue.
+enum class Surface { Smooth, Median };
+
+// Smooths `small` (CV_8UC1), finds the film's commonest grey level (leaving out black padding
+// and saturated pixels) and subtracts a background surface of the given kind. Inverts the
+// image when the background is brighter than what lies on it, and says so in `warnings`.
+Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnings,
+                          Surface kind = Surface::Smooth);
+
+// Two thresholds on the levelled copy (hysteresis): `faint` pixels are tissue when they are
+// connected to a `strong` one. `step` climbs a ladder: 0 sits just above the film grain, and
+// each step doubles the distance, for backgrounds whose shading the levelling did not remove.
+struct TissueLevels {
+    double faint = 0.0;
+    double strong = 0.0;
+};
+TissueLevels tissue_levels(const Levelled& level, int step = 0);
+
+// CV_8UC1 mask (255 = tissue) of the levelled copy above `levels.faint`: speckle and thin
+// lines removed, gaps between fingers closed, holes filled.
+cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels);
+
+struct Selection {
+    cv::Rect box;               // on the detection copy; empty when nothing plausible was found
+    double confidence = 0.0;
+    double frame_fraction = 0.0;  // the chosen components' area over the film's area
+    double box_fill = 0.0;        // the chosen components' area over the box's area
+};
+
+// Picks the hand among the mask's components: the largest one that is not a film edge, plus
+// every nearby component of some size that is not a lead marker or label.
+Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels);
+
+}  // namespace boneage::hand_finder

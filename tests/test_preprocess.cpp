@@ -1,0 +1,219 @@
+// Preprocessing (paper, Section IV): the hand finder on phantoms, CLAHE, the letterbox, the
+// whole chain and the settings' JSON form.
+#include <boneage/error.hpp>
+#include <boneage/preprocess.hpp>
+#include <boneage/synth.hpp>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace {
+
+using boneage::PreprocessSettings;
+
+double iou(const cv::Rect& a, const cv::Rect& b) {
+    const double inter = (a & b).area();
+    return inter / (a.area() + b.area() - inter);
+}
+
+// Fraction of `truth` that lies outside `found`.
+double cut_off(const cv::Rect& found, const cv::Rect& truth) {
+    return 1.0 - static_cast<double>((found & truth).area()) / truth.area();
+}
+
+// Mean over 16x16 windows of the local standard deviation: what CLAHE should raise.
+double mean_local_sd(const cv::Mat& grey) {
+    cv::Mat f, mean, sq_mean;
+    grey.convertTo(f, CV_32F);
+    cv::blur(f, mean, cv::Size(16, 16));
+    cv::blur(f.mul(f), sq_mean, cv::Size(16, 16));
+    cv::Mat var = sq_mean - mean.mul(mean);
+    cv::max(var, 0.0, var);
+    cv::sqrt(var, var);
+    return cv::mean(var)[0];
+}
+
+struct FinderScore {
+    int count = 0;
+    int tight = 0;                 // IoU >= 0.9 with the true hand box
+    double worst_cut_off = 0.0;    // largest fraction of a true hand box outside the crop
+    std::string worst;
+};
+
+// The finder on `count` phantoms with every nuisance, several frame sizes and both depths.
+FinderScore score_finder(int count) {
+    const std::vector<cv::Size> frames = {{512, 640}, {640, 512}, {400, 400}, {900, 1200}};
+    const std::vector<boneage::PhantomLabel> labels = boneage::phantom_labels(count, 7);
+    PreprocessSettings settings;
+    FinderScore s;
+    for (int i = 0; i < count; ++i) {
+        boneage::SynthOptions o;
+        o.width = frames[i % frames.size()].width;
+        o.height = frames[i % frames.size()].height;
+        o.bits16 = i % 5 == 4;
+        const boneage::Phantom p = boneage::make_phantom(labels[i], 1000 + i, o);
+        const boneage::HandBox hand = boneage::find_hand(p.image, settings);
+        const cv::Rect crop = boneage::crop_box(hand.box, p.image.size(), settings.crop_margin);
+        ++s.count;
+        if (iou(hand.box, p.hand_box) >= 0.9) ++s.tight;
+        const double lost = cut_off(crop, p.hand_box);
+        if (lost > s.worst_cut_off) {
+            s.worst_cut_off = lost;
+            s.worst = labels[i].id;
+        }
+    }
+    return s;
+}
+
+// The finder's box (before the margin) is compared with the true hand box by IoU; the crop
+// (box plus margin, what the model sees) must contain the true box. The margin (4% of the
+// longer side) is kept out of the IoU so that the test measures the finder, not the margin.
+TEST(HandFinder, FindsTheWholeHandOnPhantomsWithNuisances) {
+    const FinderScore s = score_finder(60);
+    EXPECT_GE(s.tight, static_cast<int>(std::ceil(0.95 * s.count)))
+        << s.tight << " of " << s.count << " boxes had IoU >= 0.9";
+    EXPECT_LE(s.worst_cut_off, 0.01) << "phantom " << s.worst << " lost " << s.worst_cut_off
+                                     << " of its hand outside the crop";
+}
+
+TEST(HandFinder, BlankImageKeepsTheWholeFrameWithAWarning) {
+    for (int value : {0, 128, 255}) {
+        const cv::Mat blank(300, 200, CV_8UC1, cv::Scalar(value));
+        boneage::HandBox hand;
+        ASSERT_NO_THROW(hand = boneage::find_hand(blank));
+        EXPECT_EQ(hand.box, cv::Rect(0, 0, 200, 300));
+        EXPECT_EQ(hand.method, "full-frame");
+        EXPECT_EQ(hand.confidence, 0.0);
+        ASSERT_FALSE(hand.warnings.empty());
+        EXPECT_EQ(hand.warnings.back(), "no hand found; kept the whole image");
+    }
+}
+
+TEST(HandFinder, NoiseAloneIsNotAHand) {
+    cv::Mat noise(400, 300, CV_8UC1);
+    cv::randn(noise, 40, 3);
+    const boneage::HandBox hand = boneage::find_hand(noise);
+    EXPECT_EQ(hand.method, "full-frame");
+    EXPECT_EQ(hand.box, cv::Rect(0, 0, 300, 400));
+}
+
+TEST(HandFinder, EmptyImageThrows) {
+    EXPECT_THROW(boneage::find_hand(cv::Mat()), boneage::Error);
+}
+
+TEST(CropBox, AddsTheMarginAndStaysInsideTheImage) {
+    EXPECT_EQ(boneage::crop_box({100, 100, 50, 100}, {400, 400}, 0.1),
+              cv::Rect(90, 90, 70, 120));
+    EXPECT_EQ(boneage::crop_box({0, 5, 50, 100}, {60, 100}, 0.1), cv::Rect(0, 0, 60, 100));
+}
+
+TEST(Clahe, RaisesLocalContrastOfALowContrastImage) {
+    cv::Mat low(256, 256, CV_8UC1);
+    for (int y = 0; y < low.rows; ++y)
+        for (int x = 0; x < low.cols; ++x)
+            low.at<uchar>(y, x) = static_cast<uchar>(100 + x / 16 + 3 * ((x / 8 + y / 8) % 2));
+    const cv::Mat out = boneage::apply_clahe(low);
+    ASSERT_EQ(out.size(), low.size());
+    ASSERT_EQ(out.type(), CV_8UC1);
+    EXPECT_GT(mean_local_sd(out), 2.0 * mean_local_sd(low));
+}
+
+TEST(Clahe, HigherClipLimitGivesMoreContrast) {
+    cv::Mat low(256, 256, CV_8UC1);
+    cv::randn(low, 120, 4);
+    PreprocessSettings gentle, strong;
+    gentle.clahe_clip_limit = 1.0;
+    strong.clahe_clip_limit = 4.0;
+    EXPECT_GT(mean_local_sd(boneage::apply_clahe(low, strong)),
+              mean_local_sd(boneage::apply_clahe(low, gentle)));
+}
+
+TEST(Letterbox, WideImageGetsBarsAboveAndBelow) {
+    const cv::Mat wide(100, 200, CV_8UC1, cv::Scalar(200));
+    const cv::Mat out = boneage::letterbox(wide, 320);
+    ASSERT_EQ(out.size(), cv::Size(320, 320));
+    ASSERT_EQ(out.type(), CV_8UC1);
+    EXPECT_EQ(cv::countNonZero(out.rowRange(0, 80)), 0);
+    EXPECT_EQ(cv::countNonZero(out.rowRange(240, 320)), 0);
+    EXPECT_EQ(cv::countNonZero(out.rowRange(80, 240) != 200), 0);
+}
+
+TEST(Letterbox, TallImageKeepsItsAspectRatio) {
+    // 100x300 scales by 320/300: 106.7 rounds to 107 columns, placed at (320 - 107) / 2 = 106.
+    const cv::Mat tall(300, 100, CV_8UC1, cv::Scalar(90));
+    const cv::Mat out = boneage::letterbox(tall, 320);
+    EXPECT_EQ(cv::countNonZero(out.colRange(0, 106)), 0);
+    EXPECT_EQ(cv::countNonZero(out.colRange(213, 320)), 0);
+    EXPECT_EQ(cv::countNonZero(out.colRange(106, 213) != 90), 0);
+}
+
+TEST(Letterbox, SmallImageIsEnlargedToFill) {
+    const cv::Mat small(40, 20, CV_8UC1, cv::Scalar(50));
+    const cv::Mat out = boneage::letterbox(small, 320);
+    EXPECT_EQ(cv::countNonZero(out), 160 * 320);
+}
+
+TEST(Preprocess, GivesTheOutputSizeForEveryDepthAndShape) {
+    boneage::SynthOptions o;
+    o.width = 700;
+    o.height = 500;
+    o.bits16 = true;
+    const boneage::Phantom p = boneage::make_phantom({"1", 100.0, true}, 3, o);
+    boneage::Radiograph r;
+    r.pixels = p.image;
+    PreprocessSettings s;
+    s.output_size = 256;
+    const boneage::Preprocessed out = boneage::preprocess(r, s);
+    EXPECT_EQ(out.image.size(), cv::Size(256, 256));
+    EXPECT_EQ(out.image.type(), CV_8UC1);
+    EXPECT_EQ(out.hand.method, "threshold");
+
+    s.crop_hand = false;
+    const boneage::Preprocessed whole = boneage::preprocess(r, s);
+    EXPECT_EQ(whole.hand.box, cv::Rect(0, 0, 700, 500));
+    // 700x500 in a 256 square: 183 rows of content, bars of 36 rows above.
+    EXPECT_EQ(cv::countNonZero(whole.image.rowRange(0, 36)), 0);
+}
+
+TEST(Preprocess, RejectsSettingsOutOfRange) {
+    boneage::Radiograph r;
+    r.pixels = cv::Mat(100, 100, CV_8UC1, cv::Scalar(10));
+    PreprocessSettings s;
+    s.clahe_tile_grid = 0;
+    EXPECT_THROW(boneage::preprocess(r, s), boneage::UsageError);
+}
+
+TEST(PreprocessSettings, RoundTripsThroughJson) {
+    PreprocessSettings s;
+    s.output_size = 224;
+    s.clahe_clip_limit = 3.5;
+    s.clahe_tile_grid = 4;
+    s.crop_margin = 0.1;
+    s.crop_hand = false;
+    s.detect_size = 256;
+    const nlohmann::json j = s;
+    const PreprocessSettings back = j.get<PreprocessSettings>();
+    EXPECT_EQ(back.output_size, 224);
+    EXPECT_DOUBLE_EQ(back.clahe_clip_limit, 3.5);
+    EXPECT_EQ(back.clahe_tile_grid, 4);
+    EXPECT_DOUBLE_EQ(back.crop_margin, 0.1);
+    EXPECT_FALSE(back.crop_hand);
+    EXPECT_EQ(back.detect_size, 256);
+    EXPECT_EQ(nlohmann::json(back), j);
+}
+
+TEST(PreprocessSettings, MissingKeysKeepDefaultsAndBadValuesThrow) {
+    const PreprocessSettings back = nlohmann::json{{"output_size", 128}}.get<PreprocessSettings>();
+    EXPECT_EQ(back.output_size, 128);
+    EXPECT_EQ(back.clahe_tile_grid, PreprocessSettings{}.clahe_tile_grid);
+    EXPECT_THROW(nlohmann::json({{"output_size", -1}}).get<PreprocessSettings>(), boneage::Error);
+    EXPECT_THROW(nlohmann::json({{"clahe_clip_limit", "high"}}).get<PreprocessSettings>(),
+                 boneage::Error);
+}
+
+}  // namespace
