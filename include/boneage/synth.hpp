@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,7 @@ struct Phantom {
     cv::Mat image;            // CV_8UC1 or CV_16UC1, bone bright
     cv::Rect hand_box;        // the tight extent of the hand (soft tissue included), pixels
     PhantomLabel label;
+    std::vector<cv::Rect> markers;  // lead markers and labels drawn, pixels; none meets hand_box
 };
 
 // Draws one phantom. `seed` fixes every random choice (pose, nuisances, noise).
@@ -51,8 +53,15 @@ enum class PhantomFormat { Png, Dicom };
 // DIR/labels.csv (id,boneage,male). Returns each phantom with its label and hand box, in
 // label order; the images are not kept (empty Mat), so large sets stay small in memory.
 // `progress`, when set, is called after each image with (done, total).
+// Images are drawn on every core; each depends only on (seed, index), never on the threads.
+// Throws boneage::Error when the folder or a file cannot be written, UsageError on count < 0.
 std::vector<Phantom> write_phantom_set(const std::filesystem::path& dir, int count,
                                        std::uint64_t seed, const SynthOptions& options = {},
-                                       PhantomFormat format = PhantomFormat::Png);
+                                       PhantomFormat format = PhantomFormat::Png,
+                                       const std::function<void(int, int)>& progress = {});
+
+// The seed of image `index` in a set drawn with `seed` (what write_phantom_set passes to
+// make_phantom), so one image of a set can be redrawn alone.
+std::uint64_t phantom_seed(std::uint64_t seed, int index);
 
 }  // namespace boneage
