@@ -1,0 +1,173 @@
+// Evaluation of trained models on a labelled set, and the report that compares them the way
+// the paper's Table 1 and Figures 2-4 do.
+//
+//   boneage::EvalSetOptions o;  o.images_dir = "images/";  o.labels_csv = "labels.csv";
+//   boneage::Predictor p(boneage::load_model("model.bin"));
+//   boneage::EvalSet set = boneage::load_eval_set(o, p.settings());
+//   boneage::Evaluation e = boneage::evaluate(p, set, "model.bin");
+//   std::cout << e.metrics.mae;                      // months
+//   boneage::write_report("report/", {e}, &set);     // report.md, PNG figures, predictions.csv
+#pragma once
+
+#include <boneage/dataset.hpp>
+#include <boneage/predict.hpp>
+#include <boneage/preprocess.hpp>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace boneage {
+
+// ---- metrics ------------------------------------------------------------------------------
+
+struct Metrics {
+    std::size_t n = 0;
+    double mae = 0.0;   // mean |pred - true|, months
+    double rmse = 0.0;  // sqrt(mean (pred - true)^2), months
+    double msle = 0.0;  // mean (log(max(pred, 1e-7) + 1) - log(true + 1))^2, as Keras computes it
+};
+
+// The metrics of paired values. Throws boneage::Error (Usage) when the lengths differ; all
+// zero with n = 0 for empty input.
+Metrics compute_metrics(const std::vector<double>& truth, const std::vector<double>& predicted);
+
+// One squared log error term, Keras' clipping included (both sides clipped at 1e-7).
+double squared_log_error(double truth, double predicted);
+
+// An age band [from, to) in months, for errors by age.
+struct AgeBand {
+    std::string label;  // e.g. "2-5 y"
+    double from_months = 0.0;
+    double to_months = 0.0;
+};
+
+// 0-2, 2-5, 5-9, 9-12, 12-15, 15-19 years (the last band also takes anything older).
+const std::vector<AgeBand>& default_age_bands();
+
+// ---- data ---------------------------------------------------------------------------------
+
+// One preprocessed, labelled image.
+struct EvalSample {
+    std::string id;
+    double age_months = 0.0;
+    bool male = false;
+    cv::Mat image;  // size x size CV_8UC1; may point into a PreparedCache the set keeps alive
+};
+
+// An item that could not be evaluated, and why.
+struct FailedItem {
+    std::string id;
+    std::string error;
+};
+
+struct EvalSet {
+    std::vector<EvalSample> samples;
+    std::vector<FailedItem> failed;     // unreadable images, missing files, rejected label rows
+    PreprocessSettings settings;        // how the samples were preprocessed
+    std::string source;                 // the images dir or cache file, for the report
+    std::string split = "all";          // which ids were kept (EvalSetOptions::split)
+    std::vector<std::string> warnings;  // e.g. cache settings that differ from the model's
+    std::shared_ptr<const PreparedCache> cache;  // owns the pixels when loaded from a cache
+};
+
+struct EvalSetOptions {
+    std::filesystem::path images_dir;   // RSNA layout: images at DIR/<id>.png|jpg|dcm|...
+    std::filesystem::path labels_csv;   // id,boneage,male
+    std::filesystem::path cache;        // a prepared cache instead of images_dir + labels_csv
+    // Which ids to keep: "all", "val:F" (ids in_validation_split(id, F)), "train:F" (the rest).
+    std::string split = "all";
+    int threads = 0;                    // preprocessing threads (0: one per core)
+    std::function<void(std::size_t, std::size_t)> progress;  // (done, total), optional
+};
+
+// Reads and preprocesses a labelled set with `settings`, or maps a prepared cache. With a cache
+// whose image size differs from settings.output_size it throws boneage::Error (Usage); other
+// differing settings only add a warning. Bad rows and images land in `failed`. Throws
+// boneage::Error when the labels or the cache cannot be read, or on a malformed split.
+EvalSet load_eval_set(const EvalSetOptions& options, const PreprocessSettings& settings);
+
+// Parses "all", "val:F" or "train:F" into a predicate on ids. Throws boneage::UsageError.
+std::function<bool(const std::string&)> parse_split(const std::string& split);
+
+// ---- evaluation ---------------------------------------------------------------------------
+
+struct ItemResult {
+    std::string id;
+    double true_months = 0.0;
+    double predicted_months = 0.0;  // the raw network output (metrics are taken on it)
+    bool male = false;
+    double error() const { return predicted_months - true_months; }
+};
+
+struct Evaluation {
+    std::string model;            // a short label: the file stem, or the arch
+    std::filesystem::path model_file;
+    std::string arch;
+    std::string head;             // "flatten" | "gap"
+    bool uses_sex = false;
+    std::uintmax_t model_bytes = 0;       // the model file's size
+    std::optional<double> ms_per_step;    // median training step, from the model's metadata
+    nlohmann::json history = nlohmann::json::array();  // training curves, from the metadata
+    nlohmann::json validation = nlohmann::json::object();  // metrics recorded at training
+    Metrics metrics;
+    std::vector<ItemResult> items;
+    std::vector<FailedItem> failed;
+    std::vector<std::string> warnings;
+    double seconds = 0.0;         // wall time of the forward passes
+};
+
+// {model, model_file, arch, head, uses_sex, model_bytes, ms_per_step, n, mae, rmse, msle, failed
+//  [{id, error}], warnings, seconds, validation}.
+void to_json(nlohmann::json& j, const Evaluation& e);
+
+// Runs the predictor over every sample (with each sample's sex when the model uses it) and
+// collects the metrics. `model_file` fills the size and label; the metadata comes from the
+// predictor's model. `progress` (done, total) is optional.
+Evaluation evaluate(Predictor& predictor, const EvalSet& set,
+                    const std::filesystem::path& model_file,
+                    const std::function<void(std::size_t, std::size_t)>& progress = {});
+
+// MAE per age band (months); bands without items are left out. Pairs of (band, metrics).
+std::vector<std::pair<AgeBand, Metrics>> metrics_by_age_band(
+    const std::vector<ItemResult>& items, const std::vector<AgeBand>& bands = default_age_bands());
+
+// ---- report -------------------------------------------------------------------------------
+
+struct ReportOptions {
+    int sample_count = 8;   // preprocessed samples on the sample sheet
+    bool figures = true;    // false writes only report.md and predictions.csv
+};
+
+// What write_report wrote.
+struct ReportFiles {
+    std::filesystem::path markdown;               // DIR/report.md
+    std::filesystem::path predictions;            // DIR/predictions.csv
+    std::vector<std::filesystem::path> figures;   // every PNG
+};
+
+// Writes DIR/report.md (the paper's Table 1 columns for every model side by side, errors by
+// age band, the figures), DIR/predictions.csv (id,true,predicted,male,error,model) and PNG
+// figures: metrics.png (Fig. 3), training_<model>.png (Fig. 4, when the model carries a
+// history), scatter_<model>.png, age_bands.png, and samples.png (Fig. 2, when `set` is given).
+// Plots are drawn by gnuplot; throws boneage::Error (NotFound) when figures are asked for and
+// gnuplot is missing, and boneage::Error naming the file on any write failure.
+ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Evaluation>& evals,
+                         const EvalSet* set = nullptr, const ReportOptions& options = {});
+
+// True when a gnuplot executable is on PATH.
+bool gnuplot_available();
+
+// A grid of preprocessed samples, each captioned with its true and predicted age (the paper's
+// Fig. 2). `eval` supplies the predictions (matched by id; may be null). 8-bit BGR image.
+cv::Mat sample_sheet(const EvalSet& set, const Evaluation* eval, int count, int tile = 240);
+
+}  // namespace boneage

@@ -1,0 +1,228 @@
+// The predictor: a model file's own preprocessing, then the network in evaluation mode, in
+// batches, with per-input failures kept per input.
+#include <boneage/predict.hpp>
+
+#include <boneage/error.hpp>
+#include <boneage/image.hpp>
+#include <boneage/parallel.hpp>
+#include <boneage/train.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+
+namespace boneage {
+
+namespace {
+
+torch::Device model_device(const BoneAgeNet& net) {
+    for (const auto& p : net->parameters()) return p.device();
+    return torch::kCPU;
+}
+
+// One forward pass on `size` px images already on the host; returns N months.
+std::vector<double> forward(const BoneAgeNet& net, const std::vector<const std::uint8_t*>& images,
+                            int size, const std::vector<float>& sex) {
+    torch::Device device = model_device(net);
+    // The same resize training applied when the model's input differs from the cache's.
+    torch::Tensor x = resize_batch(images_to_tensor(images, size), net->config().input_size);
+    x = x.to(device);
+    torch::Tensor s = torch::tensor(sex, torch::kFloat32).to(device);
+    torch::Tensor y = net->forward(x, s).reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
+    if (y.size(0) != static_cast<std::int64_t>(images.size()))
+        throw Error(ErrorKind::Internal, fmt::format("the model returned {} outputs for {} images",
+                                                     y.size(0), images.size()));
+    const double* p = y.data_ptr<double>();
+    return std::vector<double>(p, p + y.size(0));
+}
+
+}  // namespace
+
+Predictor::Predictor(LoadedModel model, PredictorOptions options)
+    : model_(std::move(model)), options_(options) {
+    if (!model_.net) throw Error(ErrorKind::BadModel, "the predictor was given no network");
+    if (model_.net->config().input_size <= 0 || model_.meta.preprocess.output_size <= 0)
+        throw Error(ErrorKind::BadModel,
+                    fmt::format("the model takes {} px inputs from {} px preprocessed images",
+                                model_.net->config().input_size,
+                                model_.meta.preprocess.output_size));
+    options_.batch = std::max(1, options_.batch);
+    model_.net->eval();
+}
+
+std::vector<double> Predictor::predict_preprocessed(const std::vector<const std::uint8_t*>& images,
+                                                    const std::vector<bool>& male) {
+    if (!male.empty() && male.size() != images.size())
+        throw Error(ErrorKind::Usage, fmt::format("{} sexes given for {} images", male.size(),
+                                                  images.size()));
+    torch::NoGradGuard no_grad;
+    model_.net->eval();
+    const int size = image_size();
+    const bool average = uses_sex() && male.empty();
+    std::vector<double> out;
+    out.reserve(images.size());
+    const std::size_t batch = static_cast<std::size_t>(options_.batch);
+    for (std::size_t start = 0; start < images.size(); start += batch) {
+        std::size_t end = std::min(images.size(), start + batch);
+        std::vector<const std::uint8_t*> chunk(images.begin() + start, images.begin() + end);
+        std::vector<double> months;
+        if (average) {
+            // Sex unknown: the mean of both readings, the least wrong single answer.
+            std::vector<double> as_male = forward(model_.net, chunk, size,
+                                                  std::vector<float>(chunk.size(), 1.0f));
+            months = forward(model_.net, chunk, size, std::vector<float>(chunk.size(), 0.0f));
+            for (std::size_t i = 0; i < months.size(); ++i)
+                months[i] = 0.5 * (months[i] + as_male[i]);
+        } else {
+            std::vector<float> sex(chunk.size(), 0.0f);
+            for (std::size_t i = 0; i < chunk.size() && !male.empty(); ++i)
+                sex[i] = male[start + i] ? 1.0f : 0.0f;
+            months = forward(model_.net, chunk, size, sex);
+        }
+        out.insert(out.end(), months.begin(), months.end());
+    }
+    return out;
+}
+
+Prediction Predictor::finish(Prediction p, double raw, const PredictRequest& request) const {
+    p.status = "ok";
+    p.raw_months = raw;
+    p.chronological_age_months = request.chronological_age_months;
+    if (uses_sex()) {
+        p.male = request.male;
+        p.sex_averaged = !request.male.has_value();
+        if (p.sex_averaged)
+            p.warnings.push_back(
+                "sex not given; the model uses it, so this is the mean of the male and female "
+                "predictions (pass --sex for a sharper estimate)");
+    }
+    if (!std::isfinite(raw)) {
+        p.status = "error";
+        p.message = "the model returned a non-finite value";
+        return p;
+    }
+    p.bone_age_months = std::clamp(raw, kMinBoneAgeMonths, kMaxBoneAgeMonths);
+    if (p.bone_age_months != raw)
+        p.warnings.push_back(fmt::format("the model's output {:.1f} months lies outside {:.0f}-{:.0f}; "
+                                         "reported clamped",
+                                         raw, kMinBoneAgeMonths, kMaxBoneAgeMonths));
+    return p;
+}
+
+namespace {
+
+// Preprocessed pixels of one input, checked to be the model's input size.
+cv::Mat checked_input(const Preprocessed& p, int size) {
+    if (p.image.type() != CV_8UC1 || p.image.rows != size || p.image.cols != size)
+        throw Error(ErrorKind::Internal,
+                    fmt::format("preprocessing gave a {}x{} image, the model expects {}x{}",
+                                p.image.cols, p.image.rows, size, size));
+    return p.image.isContinuous() ? p.image : p.image.clone();
+}
+
+Prediction describe(const std::filesystem::path& path, const Radiograph& r, const Preprocessed& p) {
+    Prediction out;
+    out.path = path;
+    out.hand = p.hand;
+    out.width = r.pixels.cols;
+    out.height = r.pixels.rows;
+    out.warnings = p.hand.warnings;
+    return out;
+}
+
+}  // namespace
+
+Prediction Predictor::predict(const Radiograph& radiograph, const PredictRequest& request) {
+    Preprocessed p = preprocess(radiograph, settings());
+    cv::Mat input = checked_input(p, image_size());
+    std::vector<bool> male;
+    if (request.male) male.push_back(*request.male);
+    double raw = predict_preprocessed({input.ptr<std::uint8_t>()}, male).front();
+    return finish(describe({}, radiograph, p), raw, request);
+}
+
+std::vector<Prediction> Predictor::predict_files(
+    const std::vector<std::filesystem::path>& files, const PredictRequest& request,
+    const std::function<void(std::size_t, std::size_t)>& progress) {
+    std::vector<Prediction> out(files.size());
+    std::vector<bool> male;
+    if (request.male) male.assign(1, *request.male);
+    // Chunks bound the memory held by decoded inputs while keeping every core busy.
+    const std::size_t chunk = std::max<std::size_t>(64, std::size_t(options_.batch));
+    std::size_t done = 0;
+    for (std::size_t start = 0; start < files.size(); start += chunk) {
+        std::size_t end = std::min(files.size(), start + chunk);
+        std::vector<cv::Mat> inputs(end - start);
+        parallel_for(end - start, options_.threads, [&](std::size_t k) {
+            std::size_t i = start + k;
+            try {
+                Radiograph r = read_radiograph(files[i]);
+                Preprocessed p = preprocess(r, settings());
+                inputs[k] = checked_input(p, image_size());
+                out[i] = describe(files[i], r, p);
+            } catch (const std::exception& e) {
+                out[i].path = files[i];
+                out[i].status = "error";
+                out[i].message = e.what();
+            }
+        });
+        std::vector<const std::uint8_t*> ready;
+        std::vector<std::size_t> index;
+        for (std::size_t k = 0; k < inputs.size(); ++k)
+            if (!inputs[k].empty()) {
+                ready.push_back(inputs[k].ptr<std::uint8_t>());
+                index.push_back(start + k);
+            }
+        try {
+            std::vector<bool> sexes = male.empty() ? male : std::vector<bool>(ready.size(), male[0]);
+            std::vector<double> raw = predict_preprocessed(ready, sexes);
+            for (std::size_t k = 0; k < index.size(); ++k)
+                out[index[k]] = finish(std::move(out[index[k]]), raw[k], request);
+        } catch (const std::exception& e) {
+            for (std::size_t i : index) {
+                out[i].status = "error";
+                out[i].message = std::string("the model failed: ") + e.what();
+            }
+        }
+        done = end;
+        if (progress) progress(done, files.size());
+    }
+    return out;
+}
+
+void to_json(nlohmann::json& j, const Prediction& p) {
+    using nlohmann::json;
+    j = json::object();
+    j["path"] = p.path.string();
+    j["status"] = p.status;
+    j["message"] = p.message.empty() ? json(nullptr) : json(p.message);
+    bool ok = p.ok();
+    j["bone_age_months"] = ok ? json(p.bone_age_months) : json(nullptr);
+    j["raw_months"] = ok ? json(p.raw_months) : json(nullptr);
+    j["male"] = p.male ? json(*p.male) : json(nullptr);
+    j["sex_averaged"] = p.sex_averaged;
+    j["chronological_age_months"] =
+        p.chronological_age_months ? json(*p.chronological_age_months) : json(nullptr);
+    j["z_score"] = p.z_score ? json(*p.z_score) : json(nullptr);
+    if (ok) {
+        const cv::Rect& b = p.hand.box;
+        j["box"] = {b.x, b.y, b.width, b.height};
+        j["method"] = p.hand.method;
+        j["confidence"] = p.hand.confidence;
+        j["width"] = p.width;
+        j["height"] = p.height;
+    } else {
+        j["box"] = nullptr;
+        j["method"] = nullptr;
+        j["confidence"] = nullptr;
+        j["width"] = nullptr;
+        j["height"] = nullptr;
+    }
+    j["warnings"] = p.warnings;
+}
+
+}  // namespace boneage

@@ -1,0 +1,160 @@
+// boneage evaluate: the paper's metrics of one or several models on a labelled set, and an
+// optional report with its table and figures.
+#include "command.hpp"
+#include "progress_bar.hpp"
+
+#include <boneage/error.hpp>
+#include <boneage/evaluate.hpp>
+#include <boneage/model.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+namespace boneage::cli {
+
+namespace {
+
+struct EvaluateArgs {
+    std::vector<std::string> models;   // model files; none: the bundled default
+    std::string images;                // RSNA-layout image folder
+    std::string labels;                // id,boneage,male CSV
+    std::string cache;                 // a prepared cache instead of images + labels
+    std::string split = "all";         // all | val:F | train:F
+    std::string format = "text";       // text | json
+    std::string report;                // report folder; empty: no report
+    int batch = 16;                    // images per forward pass
+    int threads = 0;                   // preprocessing threads (0: one per core)
+    int samples = 8;                   // images on the report's sample sheet
+};
+
+std::vector<std::filesystem::path> resolve_models(const std::vector<std::string>& given) {
+    if (!given.empty()) return {given.begin(), given.end()};
+    std::filesystem::path bundled = default_model_path();
+    std::error_code ec;
+    if (bundled.empty() || !std::filesystem::is_regular_file(bundled, ec))
+        throw UsageError("no model given and no bundled model found; pass --model");
+    return {bundled};
+}
+
+void print_text(const std::vector<Evaluation>& evals) {
+    std::cout << fmt::format("{:<24} {:<12} {:>6} {:>9} {:>9} {:>9} {:>7}\n", "model", "arch", "n",
+                             "MAE", "RMSE", "MSLE", "failed");
+    for (const Evaluation& e : evals)
+        std::cout << fmt::format("{:<24} {:<12} {:>6} {:>9.3f} {:>9.3f} {:>9.5f} {:>7}\n", e.model,
+                                 e.arch, e.metrics.n, e.metrics.mae, e.metrics.rmse,
+                                 e.metrics.msle, e.failed.size());
+    std::cout << "MAE and RMSE in months.\n";
+    if (!evals.empty())
+        for (const std::string& w : evals.front().warnings) std::cout << "warning: " << w << '\n';
+}
+
+int run_evaluate(const EvaluateArgs& args) {
+    if (args.cache.empty() && (args.images.empty() || args.labels.empty()))
+        throw UsageError("evaluate needs --images DIR and --labels CSV, or --cache FILE");
+    if (!args.cache.empty() && (!args.images.empty() || !args.labels.empty()))
+        throw UsageError("give either --cache or --images with --labels, not both");
+    parse_split(args.split);  // a bad split is a usage error before any work
+
+    EvalSetOptions set_options;
+    set_options.images_dir = args.images;
+    set_options.labels_csv = args.labels;
+    set_options.cache = args.cache;
+    set_options.split = args.split;
+    set_options.threads = args.threads;
+
+    std::vector<Evaluation> evals;
+    std::shared_ptr<EvalSet> first_set, set;
+    nlohmann::json set_settings;
+    for (const std::filesystem::path& file : resolve_models(args.models)) {
+        PredictorOptions options;
+        options.batch = args.batch;
+        options.threads = args.threads;
+        Predictor predictor(load_model(file), options);
+        // Models preprocessed alike share one pass over the images.
+        nlohmann::json wanted = predictor.settings();
+        if (!set || wanted != set_settings) {
+            // The total is known only once the labels are read: the bar starts on first call.
+            std::unique_ptr<ProgressBar> loading;
+            std::mutex loading_mutex;
+            set_options.progress = [&](std::size_t done, std::size_t total) {
+                std::lock_guard<std::mutex> lock(loading_mutex);
+                if (!loading) loading = std::make_unique<ProgressBar>("load", total);
+                loading->update(done);
+            };
+            set = std::make_shared<EvalSet>(load_eval_set(set_options, predictor.settings()));
+            if (loading)
+                loading->finish(fmt::format("{} images, {} failed", set->samples.size(),
+                                            set->failed.size()));
+            set_settings = wanted;
+            if (!first_set) first_set = set;
+        }
+        ProgressBar bar("evaluate", set->samples.size());
+        evals.push_back(evaluate(predictor, *set, file, [&bar](std::size_t done, std::size_t) {
+            bar.update(done);
+        }));
+        bar.finish(fmt::format("{}: MAE {:.2f} months", evals.back().model, evals.back().metrics.mae));
+    }
+
+    if (args.format == "json") {
+        nlohmann::json out = evals.size() == 1 ? nlohmann::json(evals.front()) : nlohmann::json(evals);
+        std::cout << out.dump(2) << '\n';
+    } else {
+        print_text(evals);
+    }
+    if (!args.report.empty()) {
+        ReportOptions options;
+        options.sample_count = args.samples;
+        ReportFiles files = write_report(args.report, evals, first_set.get(), options);
+        std::cerr << "report: " << files.markdown.string() << " (" << files.figures.size()
+                  << " figures)\n";
+    }
+
+    bool any_failed = false;
+    for (const Evaluation& e : evals) any_failed = any_failed || !e.failed.empty() || e.metrics.n == 0;
+    if (!evals.empty() && evals.front().metrics.n == 0)
+        std::cerr << "boneage evaluate: no image could be evaluated\n";
+    return any_failed ? kSomeFailed : kOk;
+}
+
+const Command evaluate_command{
+    "evaluate", "MAE, RMSE and MSLE of models on a labelled set; optional report with figures",
+    [](CLI::App& sub) -> std::function<int()> {
+        auto args = std::make_shared<EvaluateArgs>();
+        sub.add_option("--model", args->models,
+                       "model file; repeat to compare several (default: the bundled model)")
+            ->check(CLI::ExistingFile)
+            ->take_all();
+        sub.add_option("--images", args->images, "folder of images named <id>.png|jpg|dcm")
+            ->check(CLI::ExistingDirectory);
+        sub.add_option("--labels", args->labels, "labels CSV (id,boneage,male)")
+            ->check(CLI::ExistingFile);
+        sub.add_option("--cache", args->cache, "a prepared cache instead of --images/--labels")
+            ->check(CLI::ExistingFile);
+        sub.add_option("--split,--ids-split", args->split,
+                       "ids to keep: all, val:F (the validation split of fraction F) or train:F")
+            ->capture_default_str();
+        sub.add_option("--format", args->format, "output: text or json (one object per model)")
+            ->check(CLI::IsMember({"text", "json"}))
+            ->capture_default_str();
+        sub.add_option("--report", args->report,
+                       "write DIR/report.md, figures and predictions.csv");
+        sub.add_option("--batch", args->batch, "images per forward pass")
+            ->check(CLI::Range(1, 4096))
+            ->capture_default_str();
+        sub.add_option("--threads", args->threads, "preprocessing threads (0: one per core)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--samples", args->samples, "images on the report's sample sheet")
+            ->check(CLI::Range(1, 64))
+            ->capture_default_str();
+        return [args] { return run_evaluate(*args); };
+    }};
+
+}  // namespace
+
+}  // namespace boneage::cli
