@@ -6,6 +6,12 @@
 // inside; a median-levelled second opinion is asked when nothing hand-like was found. It errs
 // on the large side: a box with some background costs a little resolution, a box that cuts
 // off a fingertip or the wrist loses bones the age is read from.
+//
+// Blotchy shading and films on a scanner bed make that box far too large, so an edge finder
+// (edges.cpp, soft_tissue.cpp) gives a second, tight box: the hand's edge cluster grown into
+// the soft tissue above the background just around it. It is taken only when it looks like a
+// whole hand and lies inside the threshold box, with no large cluster of edges (fingers, a
+// thumb) left out of it; otherwise the threshold box stands.
 #include "hand_finder_steps.hpp"
 
 #include <boneage/error.hpp>
@@ -107,6 +113,34 @@ Selection search(const cv::Mat& small, std::vector<std::string>& warnings, Surfa
     return lowest;
 }
 
+// The edge finder's box replaces the threshold finder's when the edge cluster is a hand's
+// (enough edges for a whole hand, not a marker's few), the box is of a hand's size, and it
+// lies inside the threshold finder's box, which errs on the large side but keeps the hand.
+constexpr double kHandEdges = 1.5;  // edge pixels per pixel of the copy's longer side
+
+// Whether a cluster the edge box left out looks like a piece of the hand (fingers or a thumb
+// the closing did not join): it has half the chosen cluster's edges, or a fifth of them over
+// an eighth of the box's area without being a thin strip (a stretch of film rim). A label
+// or a lead letter has fewer edges, over a smaller area.
+bool is_hand_piece(const cv::Rect& piece, double edges, const cv::Rect& edge_box) {
+    const double aspect = static_cast<double>(std::max(piece.width, piece.height)) /
+                          std::max(1, std::min(piece.width, piece.height));
+    return edges >= 0.5 || (edges >= 0.2 && piece.area() >= 0.12 * edge_box.area() && aspect <= 6.0);
+}
+
+bool trust_edges(const EdgeCore& core, const cv::Rect& edge_box, const Selection& threshold,
+                 cv::Size frame) {
+    if (core.box.empty() || core.strength < kHandEdges) return false;
+    if (edge_box.area() < kSmallestHand * 0.6 * frame.area()) return false;
+    const cv::Rect around = grow(edge_box, 0.02, frame);
+    for (const auto& [box, edges] : core.rivals)
+        if ((box & around).area() < 0.5 * box.area() && is_hand_piece(box, edges, edge_box))
+            return false;
+    if (threshold.box.empty()) return true;
+    if ((edge_box & grow(threshold.box, 0.02, frame)) != edge_box) return false;
+    return true;
+}
+
 }  // namespace
 
 HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
@@ -133,9 +167,17 @@ HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
             sharp.box.area() >= kSmallestHand * small.total())
             found = sharp;
     }
+    const EdgeCore core = find_edge_core(small);
+    const cv::Rect edge_box = core.box.empty() ? cv::Rect() : grow_soft_tissue(small, core);
+    const bool edges_ok = trust_edges(core, edge_box, found, small.size());
+    if (edges_ok) {
+        found.box = edge_box;
+        found.confidence = std::max(found.confidence, 0.5);
+    }
     // A box this small holds a marker or a label, not a hand (a child's hand on a large
     // film still covers several per cent of it): keeping the whole frame is the safe answer.
-    if (found.box.area() < kSmallestHand * small.total()) return full_frame(grey, warnings);
+    if (!edges_ok && found.box.area() < kSmallestHand * small.total())
+        return full_frame(grey, warnings);
 
     HandBox hand;
     hand.box = to_original(found.box, scale, grey.size());

@@ -55,3 +55,25 @@ struct Selection {
 Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels);
 
 }  // namespace boneage::hand_finder
+
+namespace boneage::hand_finder {
+
+// The hand's outline and bones as an edge cluster: what shading, however blotchy, lacks.
+struct EdgeCore {
+    cv::Rect box;               // on the detection copy; empty when no cluster was found
+    cv::Mat chosen;             // CV_8UC1, 255 on the chosen cluster (edges closed into a region)
+    double strength = 0.0;      // the cluster's edge pixels over the copy's longer side
+    // The other clusters with at least a tenth of the chosen one's edges: the rest of a hand
+    // that the closing did not join, or a large label. Boxes, and edges as a share of the chosen.
+    std::vector<std::pair<cv::Rect, double>> rivals;
+};
+
+// Edges of `small` (CV_8UC1) above the film grain, with the straight rims of films and
+// exposed fields removed; the cluster with the most edge pixels.
+EdgeCore find_edge_core(const cv::Mat& small);
+
+// The hand's box grown from `core` into the soft tissue around it: pixels brighter than a
+// plane fitted to a ring of background just outside the core, joined to the core.
+cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core);
+
+}  // namespace boneage::hand_finder
