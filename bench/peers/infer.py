@@ -1,6 +1,7 @@
 """Peer: ResNet-50 inference at 320x320 in Python, eager fp32 and the best a user could do
 (TorchScript frozen, channels-last, bf16 autocast where the CPU has native bf16)."""
 import argparse
+import copy
 
 import torch
 
@@ -30,8 +31,14 @@ def main():
         report("pytorch-eager-fp32", f"resnet50 infer b{batch}", "ms/image", [t / batch for t in ms])
 
         xcl = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), torch.cpu.amp.autocast(dtype=torch.bfloat16):
-            traced = torch.jit.trace(model.to(memory_format=torch.channels_last), xcl)
+        # PyTorch's recipe for autocast with TorchScript on CPU: trace without the weight-cast
+        # cache (with it the trace check fails: the cached casts differ between invocations),
+        # then freeze; the casts are in the graph, and freezing folds those of the weights.
+        with torch.no_grad():
+            with torch.cpu.amp.autocast(dtype=torch.bfloat16, cache_enabled=False):
+                # a copy: .to(memory_format) changes a module in place, and eager must stay as built
+                cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+                traced = torch.jit.trace(cl_model, xcl)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
             ms = timed(lambda: frozen(xcl), args.warmup, args.reps)
         report("pytorch-frozen-bf16-cl", f"resnet50 infer b{batch}", "ms/image", [t / batch for t in ms])

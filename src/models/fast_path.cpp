@@ -1,0 +1,160 @@
+// The inference fast path: precision from the CPU's features, batch norm folding, and the
+// FastModel that runs a net either as a fused trunk (models/fused_trunk.hpp) or, for
+// architectures without one, as its own forward on folded weights.
+#include <boneage/cpu_features.hpp>
+#include <boneage/error.hpp>
+#include <boneage/fast_path.hpp>
+
+#include <ATen/autocast_mode.h>
+#include <fmt/format.h>
+
+#include "models/fused_trunk.hpp"
+
+namespace boneage {
+
+Precision parse_precision(const std::string& text) {
+    if (text == "auto") return Precision::Auto;
+    if (text == "fp32") return Precision::Fp32;
+    if (text == "bf16") return Precision::Bf16;
+    throw UsageError(fmt::format("unknown precision '{}' (expected auto, fp32 or bf16)", text));
+}
+
+const char* to_string(Precision precision) {
+    switch (precision) {
+        case Precision::Auto: return "auto";
+        case Precision::Fp32: return "fp32";
+        case Precision::Bf16: return "bf16";
+    }
+    return "unknown";
+}
+
+Precision resolve(Precision precision) {
+    if (precision != Precision::Auto) return precision;
+    return native_bf16() ? Precision::Bf16 : Precision::Fp32;
+}
+
+namespace {
+
+void fold_pair(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor scale = bn.weight.to(torch::kFloat64) /
+                          (bn.running_var.to(torch::kFloat64) + bn.options.eps()).sqrt();
+    torch::Tensor shift = bn.bias.to(torch::kFloat64) - bn.running_mean.to(torch::kFloat64) * scale;
+    if (conv.bias.defined()) shift += conv.bias.to(torch::kFloat64) * scale;
+    conv.weight.copy_(conv.weight.to(torch::kFloat64) * scale.reshape({-1, 1, 1, 1}));
+    if (conv.bias.defined()) conv.bias.zero_();
+    bn.weight.fill_(1.0);
+    bn.bias.copy_(shift);
+    bn.running_mean.zero_();
+    bn.running_var.fill_(1.0 - bn.options.eps());
+}
+
+}  // namespace
+
+int fold_batchnorm(torch::nn::Module& module) {
+    int folded = 0;
+    for (const auto& m : module.modules(/*include_self=*/true)) {
+        torch::nn::Conv2dImpl* previous = nullptr;
+        for (const auto& child : m->children()) {
+            auto* bn = child->as<torch::nn::BatchNorm2dImpl>();
+            if (previous && bn && bn->options.affine() && bn->options.track_running_stats() &&
+                bn->options.num_features() == previous->options.out_channels()) {
+                fold_pair(*previous, *bn);
+                ++folded;
+            }
+            previous = child->as<torch::nn::Conv2dImpl>();
+        }
+    }
+    return folded;
+}
+
+namespace {
+
+// A copy of `net` with its own weights, so folding leaves the caller's net as it was.
+BoneAgeNet copy_of(const BoneAgeNet& net) {
+    torch::NoGradGuard no_grad;
+    BoneAgeNet copy = make_model(net->config());
+    auto params = net->named_parameters();
+    for (auto& p : copy->named_parameters()) p.value().copy_(params[p.key()]);
+    auto buffers = net->named_buffers();
+    for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
+    return copy;
+}
+
+}  // namespace
+
+struct FastModel::State {
+    ModelConfig config;
+    Precision precision = Precision::Fp32;
+    std::string mode;
+    std::unique_ptr<fast::FusedTrunk> trunk;  // the fused path, or
+    std::optional<fast::FusedHead> head;
+    BoneAgeNet net;                           // the module path
+
+    torch::ScalarType dtype() const {
+        return precision == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat32;
+    }
+};
+
+FastModel::FastModel(const BoneAgeNet& net, Precision precision) : state_(std::make_unique<State>()) {
+    if (!net) throw UsageError("FastModel needs a model");
+    State& s = *state_;
+    s.config = net->config();
+    s.precision = resolve(precision);
+    s.trunk = fast::make_fused_trunk(*net, s.dtype());
+    if (s.trunk) {
+        s.head.emplace(*net);
+        s.mode = "fused";
+        return;
+    }
+    s.mode = "module";
+    s.net = copy_of(net);
+    s.net->eval();
+    fold_batchnorm(*s.net);
+    torch::NoGradGuard no_grad;
+    for (auto& p : s.net->parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+FastModel::~FastModel() = default;
+FastModel::FastModel(FastModel&&) noexcept = default;
+FastModel& FastModel::operator=(FastModel&&) noexcept = default;
+
+torch::Tensor FastModel::infer(const torch::Tensor& images, const torch::Tensor& sex) {
+    State& s = *state_;
+    const std::int64_t size = s.config.input_size;
+    TORCH_CHECK(images.dim() == 4 && images.size(1) == 1 && images.size(2) == size &&
+                    images.size(3) == size,
+                "images must be N x 1 x ", size, " x ", size, ", got ", images.sizes());
+    TORCH_CHECK(!s.config.use_sex || (sex.defined() && sex.numel() == images.size(0)),
+                "this model takes the sex of each image: expected ", images.size(0), " values");
+    torch::NoGradGuard no_grad;
+    // One input channel: channels-last and channels-first hold the same bytes.
+    torch::Tensor x = images.to(s.dtype()).contiguous(torch::MemoryFormat::ChannelsLast);
+    if (s.trunk) return (*s.head)((*s.trunk)(x), sex);
+
+    if (s.precision != Precision::Bf16) return s.net->forward(x, sex).to(torch::kFloat32);
+    // The module path has no seam between trunk and head, so autocast runs both in bf16.
+    const bool was_enabled = at::autocast::is_cpu_enabled();
+    const auto was_dtype = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    torch::Tensor months;
+    try {
+        months = s.net->forward(images.contiguous(torch::MemoryFormat::ChannelsLast), sex);
+    } catch (...) {
+        at::autocast::set_cpu_enabled(was_enabled);
+        at::autocast::set_autocast_cpu_dtype(was_dtype);
+        throw;
+    }
+    at::autocast::set_cpu_enabled(was_enabled);
+    at::autocast::set_autocast_cpu_dtype(was_dtype);
+    at::autocast::clear_cache();
+    return months.to(torch::kFloat32);
+}
+
+Precision FastModel::precision() const { return state_->precision; }
+const std::string& FastModel::mode() const { return state_->mode; }
+const ModelConfig& FastModel::config() const { return state_->config; }
+
+}  // namespace boneage

@@ -1,0 +1,56 @@
+// The fused inference plan behind FastModel: convolutions with their batch norms folded in,
+// weights packed once for oneDNN with the ReLU fused, and the regression head in fp32. Built
+// from a net's module tree by the names its architecture file registers.
+#pragma once
+
+#include <boneage/fast_path.hpp>
+#include <boneage/model.hpp>
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace boneage::fast {
+
+// One convolution (+ folded batch norm) (+ ReLU), channels-last, in the trunk's dtype.
+class FusedConv {
+public:
+    FusedConv(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* bn, bool relu,
+              torch::ScalarType dtype);
+    torch::Tensor operator()(const torch::Tensor& x);
+
+private:
+    torch::Tensor weight_, bias_;
+    std::vector<std::int64_t> stride_, padding_;
+    bool relu_;
+    c10::IValue packed_;                    // the oneDNN context, made at the first call
+    std::vector<std::int64_t> packed_for_;  // the input shape it was packed for
+};
+
+// The paper's regression head (models/head.hpp) in fp32 on the trunk's features.
+class FusedHead {
+public:
+    explicit FusedHead(BoneAgeNetImpl& net);
+    torch::Tensor operator()(const torch::Tensor& features, const torch::Tensor& sex) const;
+
+private:
+    ModelConfig config_;
+    std::optional<std::pair<torch::Tensor, torch::Tensor>> sex_embedding_;
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> dense_;
+    std::pair<torch::Tensor, torch::Tensor> output_;
+};
+
+class FusedTrunk {
+public:
+    virtual ~FusedTrunk() = default;
+    // Features of images already channels-last in the trunk's dtype.
+    virtual torch::Tensor operator()(const torch::Tensor& images) = 0;
+};
+
+// The fused trunk of `net` for its architecture, or null when the architecture has none (or
+// its module tree is not the one expected).
+std::unique_ptr<FusedTrunk> make_fused_trunk(BoneAgeNetImpl& net, torch::ScalarType dtype);
+
+}  // namespace boneage::fast

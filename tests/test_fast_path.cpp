@@ -1,0 +1,161 @@
+// The inference fast path: precision names, CPU features, batch norm folding, and the fused
+// and module paths against each architecture's own forward on preprocessed phantoms.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <boneage/cpu_features.hpp>
+#include <boneage/error.hpp>
+#include <boneage/fast_path.hpp>
+#include <boneage/model.hpp>
+#include <boneage/parallel.hpp>
+#include <boneage/preprocess.hpp>
+#include <boneage/synth.hpp>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+using boneage::FastModel;
+using boneage::Precision;
+
+// Preprocessed phantoms of several ages and both sexes, as the network's input tensor.
+struct Batch {
+    torch::Tensor images, sex;
+};
+
+Batch phantom_batch(int count, int size) {
+    boneage::PreprocessSettings settings;
+    settings.output_size = size;
+    std::vector<cv::Mat> prepared;
+    std::vector<float> sex;
+    for (const auto& label : boneage::phantom_labels(count, 7)) {
+        boneage::Phantom p = boneage::make_phantom(label, 11 + prepared.size());
+        boneage::Radiograph r;
+        r.pixels = p.image;
+        prepared.push_back(boneage::preprocess(r, settings).image.clone());
+        sex.push_back(label.male ? 1.0f : 0.0f);
+    }
+    std::vector<const std::uint8_t*> pixels;
+    for (const auto& m : prepared) pixels.push_back(m.data);
+    return {boneage::images_to_tensor(pixels, size), torch::tensor(sex)};
+}
+
+torch::Tensor reference(const boneage::BoneAgeNet& net, const Batch& b) {
+    torch::NoGradGuard no_grad;
+    return net->forward(b.images, b.sex);
+}
+
+// A fresh model with outputs near 120 months (label offset 120, scale 40, as training sets
+// them), and batch norm statistics and shifts drawn at random so that folding has something
+// to fold and gets caught when it folds them wrongly.
+boneage::BoneAgeNet realistic_model(const std::string& arch, int size, bool use_sex) {
+    torch::manual_seed(3);
+    boneage::ModelConfig c;
+    c.arch = arch;
+    c.input_size = size;
+    c.use_sex = use_sex;
+    c.label_offset = 120.0;
+    c.label_scale = 40.0;
+    boneage::BoneAgeNet net = boneage::make_model(c);
+    torch::NoGradGuard no_grad;
+    for (auto& m : net->modules(false)) {
+        if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+            bn->running_mean.uniform_(-0.1, 0.1);
+            bn->running_var.uniform_(0.5, 2.0);
+            bn->weight.uniform_(0.5, 1.0);
+            bn->bias.uniform_(-0.1, 0.1);
+        }
+    }
+    net->eval();
+    return net;
+}
+
+class FastPathTest : public ::testing::Test {
+protected:
+    void SetUp() override { torch::set_num_threads(boneage::default_thread_count()); }
+};
+
+TEST(Precision, ParsesTheThreeNamesAndRejectsOthers) {
+    EXPECT_EQ(boneage::parse_precision("auto"), Precision::Auto);
+    EXPECT_EQ(boneage::parse_precision("fp32"), Precision::Fp32);
+    EXPECT_EQ(boneage::parse_precision("bf16"), Precision::Bf16);
+    EXPECT_THROW(boneage::parse_precision("fp16"), boneage::UsageError);
+    EXPECT_THROW(boneage::parse_precision("BF16"), boneage::UsageError);
+    EXPECT_STREQ(boneage::to_string(Precision::Bf16), "bf16");
+}
+
+TEST(Precision, AutoPicksBf16ExactlyWhereTheCpuHasItNatively) {
+    EXPECT_EQ(boneage::resolve(Precision::Auto),
+              boneage::native_bf16() ? Precision::Bf16 : Precision::Fp32);
+    EXPECT_EQ(boneage::resolve(Precision::Fp32), Precision::Fp32);
+    EXPECT_EQ(boneage::resolve(Precision::Bf16), Precision::Bf16);
+    EXPECT_EQ(boneage::native_bf16(), boneage::has_avx512_bf16() || boneage::has_amx_bf16());
+    if (boneage::has_avx512_bf16()) EXPECT_TRUE(boneage::cpu_features().avx512f);
+    EXPECT_NE(boneage::cpu_description().find("threads"), std::string::npos);
+}
+
+TEST_F(FastPathTest, FoldingEveryBatchNormKeepsResNetOutputs) {
+    Batch b = phantom_batch(3, 64);
+    boneage::BoneAgeNet net = realistic_model("resnet50", 64, false);
+    boneage::BoneAgeNet folded = realistic_model("resnet50", 64, false);
+    // stem + 16 bottlenecks x 3 + 4 downsamples
+    EXPECT_EQ(boneage::fold_batchnorm(*folded), 53);
+    for (auto& m : folded->modules(false))
+        if (auto* bn = m->as<torch::nn::BatchNorm2d>())
+            EXPECT_EQ(bn->running_mean.abs().max().item<double>(), 0.0);
+    torch::Tensor before = reference(net, b), after = reference(folded, b);
+    EXPECT_GT((before - 120.0).abs().min().item<double>(), 1e-3) << "the head must contribute";
+    EXPECT_LT((before - after).abs().max().item<double>(), 1e-3);
+}
+
+TEST_F(FastPathTest, FusedAndModulePathsInFp32MatchTheNetsOwnForward) {
+    struct Case {
+        std::string arch;
+        int size;
+        bool use_sex;
+        std::string mode;
+    };
+    for (const Case& c : {Case{"shallow", 128, true, "fused"}, Case{"resnet50", 128, false, "fused"},
+                          Case{"inceptionv4", 160, true, "module"}}) {
+        SCOPED_TRACE(c.arch);
+        Batch b = phantom_batch(3, c.size);
+        boneage::BoneAgeNet net = realistic_model(c.arch, c.size, c.use_sex);
+        torch::Tensor expected = reference(net, b);
+        FastModel fast(net, Precision::Fp32);
+        EXPECT_EQ(fast.mode(), c.mode);
+        EXPECT_EQ(fast.precision(), Precision::Fp32);
+        torch::Tensor got = fast.infer(b.images, b.sex);
+        ASSERT_EQ(got.sizes(), expected.sizes());
+        EXPECT_EQ(got.scalar_type(), torch::kFloat32);
+        EXPECT_LT((got - expected).abs().max().item<double>(), 1e-3);
+        // The net given to FastModel is left as it was.
+        EXPECT_LT((reference(net, b) - expected).abs().max().item<double>(), 1e-6);
+    }
+}
+
+TEST_F(FastPathTest, Bf16StaysWithinAQuarterMonthOfFp32) {
+    if (!boneage::native_bf16())
+        GTEST_SKIP() << "this CPU has no native bf16 (" << boneage::cpu_description() << ")";
+    for (const std::string arch : {"shallow", "resnet50", "inceptionv4"}) {
+        SCOPED_TRACE(arch);
+        const int size = arch == "inceptionv4" ? 160 : 128;
+        Batch b = phantom_batch(4, size);
+        boneage::BoneAgeNet net = realistic_model(arch, size, arch != "resnet50");
+        torch::Tensor fp32 = FastModel(net, Precision::Fp32).infer(b.images, b.sex);
+        FastModel fast(net, Precision::Bf16);
+        torch::Tensor bf16 = fast.infer(b.images, b.sex);
+        EXPECT_EQ(bf16.scalar_type(), torch::kFloat32);
+        const double mad = (bf16 - fp32).abs().mean().item<double>();
+        RecordProperty(arch + "_bf16_mad_months", std::to_string(mad));
+        EXPECT_LT(mad, 0.25) << "fp32 " << fp32 << " bf16 " << bf16;
+    }
+}
+
+TEST_F(FastPathTest, RejectsImagesOfTheWrongSize) {
+    boneage::BoneAgeNet net = realistic_model("shallow", 64, false);
+    FastModel fast(net, Precision::Fp32);
+    EXPECT_THROW(fast.infer(torch::zeros({1, 1, 32, 32})), c10::Error);
+}
+
+}  // namespace
