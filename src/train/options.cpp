@@ -1,0 +1,155 @@
+// TrainOptions and EpochStats to and from JSON (checkpoints and model files carry them), and
+// the checks that reject a bad run before it touches any file.
+#include <fmt/format.h>
+
+#include <boneage/error.hpp>
+#include <boneage/train.hpp>
+#include <cmath>
+#include <limits>
+
+namespace boneage {
+
+namespace {
+nlohmann::json number_or_null(double v) {
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+}
+
+double number_or_nan(const nlohmann::json& j, const char* key) {
+    if (!j.contains(key) || j.at(key).is_null()) return std::numeric_limits<double>::quiet_NaN();
+    return j.at(key).get<double>();
+}
+}  // namespace
+
+void to_json(nlohmann::json& j, const TrainOptions& o) {
+    const AugmentSettings& a = o.augment_settings;
+    j = {{"arch", o.arch},
+         {"head", o.head},
+         {"use_sex", o.use_sex},
+         {"train_cache", o.train_cache.string()},
+         {"val_cache", o.val_cache.string()},
+         {"val_split", o.val_split},
+         {"out", o.out.string()},
+         {"run_dir", o.run_dir.string()},
+         {"epochs", o.epochs},
+         {"batch_size", o.batch_size},
+         {"learning_rate", o.learning_rate},
+         {"l2", o.l2},
+         {"seed", o.seed},
+         {"augment", o.augment},
+         {"augment_settings",
+          {{"rotation_deg", a.rotation_deg},
+           {"shift", a.shift},
+           {"scale", a.scale},
+           {"contrast", a.contrast},
+           {"brightness", a.brightness}}},
+         {"precision", o.precision},
+         {"threads", o.threads},
+         {"input_size", o.input_size},
+         {"steps_per_epoch", o.steps_per_epoch},
+         {"early_stopping", o.early_stopping}};
+}
+
+void from_json(const nlohmann::json& j, TrainOptions& o) {
+    const TrainOptions d;
+    o.arch = j.value("arch", d.arch);
+    o.head = j.value("head", d.head);
+    o.use_sex = j.value("use_sex", d.use_sex);
+    o.train_cache = j.value("train_cache", std::string());
+    o.val_cache = j.value("val_cache", std::string());
+    o.val_split = j.value("val_split", d.val_split);
+    o.out = j.value("out", std::string());
+    o.run_dir = j.value("run_dir", std::string());
+    o.epochs = j.value("epochs", d.epochs);
+    o.batch_size = j.value("batch_size", d.batch_size);
+    o.learning_rate = j.value("learning_rate", d.learning_rate);
+    o.l2 = j.value("l2", d.l2);
+    o.seed = j.value("seed", d.seed);
+    o.augment = j.value("augment", d.augment);
+    if (j.contains("augment_settings")) {
+        const nlohmann::json& a = j.at("augment_settings");
+        const AugmentSettings da;
+        o.augment_settings.rotation_deg = a.value("rotation_deg", da.rotation_deg);
+        o.augment_settings.shift = a.value("shift", da.shift);
+        o.augment_settings.scale = a.value("scale", da.scale);
+        o.augment_settings.contrast = a.value("contrast", da.contrast);
+        o.augment_settings.brightness = a.value("brightness", da.brightness);
+    }
+    o.precision = j.value("precision", d.precision);
+    o.threads = j.value("threads", d.threads);
+    o.input_size = j.value("input_size", d.input_size);
+    o.steps_per_epoch = j.value("steps_per_epoch", d.steps_per_epoch);
+    if (j.contains("early_stopping"))
+        o.early_stopping = j.at("early_stopping").get<EarlyStoppingOptions>();
+}
+
+void validate(const TrainOptions& o) {
+    if (o.arch != "shallow" && o.arch != "resnet50" && o.arch != "inceptionv4")
+        throw UsageError(
+            fmt::format("unknown arch '{}' (shallow, resnet50 or inceptionv4)", o.arch));
+    if (o.head != "flatten" && o.head != "gap")
+        throw UsageError(fmt::format("unknown head '{}' (flatten or gap)", o.head));
+    if (o.train_cache.empty()) throw UsageError("no training cache given");
+    if (o.out.empty()) throw UsageError("no output model file given");
+    if (o.val_cache.empty() && !(o.val_split >= 0.0 && o.val_split < 1.0))
+        throw UsageError(fmt::format("val_split must be in [0, 1), not {}", o.val_split));
+    if (o.epochs < 1) throw UsageError(fmt::format("epochs must be at least 1, not {}", o.epochs));
+    if (o.batch_size < 1)
+        throw UsageError(fmt::format("batch size must be at least 1, not {}", o.batch_size));
+    if (!(o.learning_rate > 0.0) || !std::isfinite(o.learning_rate))
+        throw UsageError(
+            fmt::format("learning rate must be a positive number, not {}", o.learning_rate));
+    if (!(o.l2 >= 0.0) || !std::isfinite(o.l2))
+        throw UsageError(fmt::format("L2 factor must be >= 0, not {}", o.l2));
+    if (o.precision != "fp32")
+        throw UsageError(fmt::format(
+            "precision '{}' is not supported yet; training runs in fp32 only", o.precision));
+    if (o.threads < 0) throw UsageError(fmt::format("threads must be >= 0, not {}", o.threads));
+    if (o.input_size < 0 || (o.input_size > 0 && o.input_size < 32))
+        throw UsageError(
+            fmt::format("input size must be 0 (the cache's) or at least 32, not {}", o.input_size));
+    if (o.steps_per_epoch < 0)
+        throw UsageError(fmt::format("steps per epoch must be >= 0, not {}", o.steps_per_epoch));
+    const AugmentSettings& a = o.augment_settings;
+    if (a.rotation_deg < 0 || a.shift < 0 || a.scale < 0 || a.scale >= 1 || a.contrast < 0 ||
+        a.contrast >= 1 || a.brightness < 0)
+        throw UsageError("augmentation ranges must be >= 0, and scale and contrast below 1");
+    EarlyStopping check(o.early_stopping);  // throws on a bad monitor, mode, patience or delta
+    (void)check;
+}
+
+std::filesystem::path run_dir_of(const TrainOptions& o) {
+    if (!o.run_dir.empty()) return o.run_dir;
+    std::filesystem::path p = o.out;
+    p += ".run";
+    return p;
+}
+
+void to_json(nlohmann::json& j, const EpochStats& s) {
+    j = {{"epoch", s.epoch},
+         {"train_loss", number_or_null(s.train_loss)},
+         {"train_mae", number_or_null(s.train_mae)},
+         {"val_loss", number_or_null(s.val_loss)},
+         {"val_mae", number_or_null(s.val_mae)},
+         {"val_rmse", number_or_null(s.val_rmse)},
+         {"val_msle", number_or_null(s.val_msle)},
+         {"ms_per_step", s.ms_per_step},
+         {"seconds", s.seconds},
+         {"lr", s.lr},
+         {"best", s.best}};
+}
+
+void from_json(const nlohmann::json& j, EpochStats& s) {
+    s.epoch = j.at("epoch").get<int>();
+    s.train_loss = number_or_nan(j, "train_loss");
+    s.train_mae = number_or_nan(j, "train_mae");
+    s.val_loss = number_or_nan(j, "val_loss");
+    s.val_mae = number_or_nan(j, "val_mae");
+    s.val_rmse = number_or_nan(j, "val_rmse");
+    s.val_msle = number_or_nan(j, "val_msle");
+    s.ms_per_step = j.value("ms_per_step", 0.0);
+    s.seconds = j.value("seconds", 0.0);
+    s.lr = j.value("lr", 0.0);
+    s.best = j.value("best", false);
+}
+
+}  // namespace boneage

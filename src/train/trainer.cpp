@@ -1,0 +1,334 @@
+// The training loop: epochs of Adam steps on MSLE + L2, validation, early stopping, a
+// checkpoint and a history row per epoch, and the model file at the end.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boneage/error.hpp>
+#include <boneage/parallel.hpp>
+#include <boneage/train.hpp>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "train/batches.hpp"
+#include "train/checkpoint.hpp"
+
+namespace boneage {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Everything a run carries from one epoch to the next.
+struct Run {
+    Run(TrainOptions o, std::filesystem::path d, EarlyStopping es)
+        : options(std::move(o)),
+          dir(std::move(d)),
+          data(detail::open_train_data(options)),
+          stopping(std::move(es)) {}
+
+    TrainOptions options;
+    std::filesystem::path dir;
+    detail::TrainData data;
+    BoneAgeNet net;
+    std::unique_ptr<torch::optim::Adam> optimizer;
+    EarlyStopping stopping;
+    detail::WeightSnapshot best;
+    std::vector<EpochStats> history;
+    std::vector<double> step_ms;
+    std::mt19937_64 order_rng;
+    int epochs_done = 0;
+    bool stopped_early = false;
+
+    std::filesystem::path checkpoint() const { return dir / kCheckpointFile; }
+};
+
+void use_threads(int threads) {
+    torch::set_num_threads(threads > 0 ? threads : default_thread_count());
+}
+
+std::unique_ptr<torch::optim::Adam> make_adam(BoneAgeNetImpl& net, double lr) {
+    // Keras' Adam defaults: beta 0.9 / 0.999, epsilon 1e-7; no decoupled weight decay (the L2
+    // is part of the loss, on the named layer only).
+    return std::make_unique<torch::optim::Adam>(
+        net.parameters(), torch::optim::AdamOptions(lr).betas({0.9, 0.999}).eps(1e-7));
+}
+
+void set_learning_rate(torch::optim::Adam& adam, double lr) {
+    for (auto& group : adam.param_groups())
+        static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+}
+
+void check_validation(const Run& run) {
+    const std::string& monitor = run.options.early_stopping.monitor;
+    if (run.data.val_rows.empty() && monitor.rfind("val_", 0) == 0)
+        throw UsageError(
+            fmt::format("early stopping watches {} but there are no validation images: give a "
+                        "validation cache, a val split above 0, or monitor train_loss",
+                        monitor));
+}
+
+// Months = y * scale + offset: the mean and spread of the training ages, so the fresh linear
+// output starts near the mean.
+void set_label_scaling(ModelConfig& config, const detail::TrainData& data) {
+    double sum = 0.0, sq = 0.0;
+    for (std::size_t r : data.train_rows) sum += data.train->age_months(r);
+    const double n = static_cast<double>(data.train_rows.size());
+    const double mean = sum / n;
+    for (std::size_t r : data.train_rows) sq += std::pow(data.train->age_months(r) - mean, 2);
+    config.label_offset = mean;
+    config.label_scale = std::max(1.0, std::sqrt(sq / n));
+}
+
+void write_history_csv(const std::filesystem::path& file, const std::vector<EpochStats>& history) {
+    std::filesystem::path tmp = file;
+    tmp += ".tmp";
+    {
+        std::ofstream out(tmp);
+        if (!out) throw Error(ErrorKind::NotFound, tmp, "cannot write the training history");
+        out << "epoch,train_loss,train_mae,val_loss,val_mae,val_rmse,ms_per_step,seconds,lr\n";
+        for (const EpochStats& s : history)
+            out << fmt::format("{},{:.6g},{:.6g},{:.6g},{:.6g},{:.6g},{:.3f},{:.3f},{:.6g}\n",
+                               s.epoch, s.train_loss, s.train_mae, s.val_loss, s.val_mae,
+                               s.val_rmse, s.ms_per_step, s.seconds, s.lr);
+        if (!out) throw Error(ErrorKind::NotFound, tmp, "cannot write the training history");
+    }
+    std::filesystem::rename(tmp, file);
+}
+
+void save_run(Run& run) {
+    detail::CheckpointState state;
+    state.epoch = run.epochs_done;
+    state.options = run.options;
+    state.config = run.net->config();
+    state.early_stopping = run.stopping.state();
+    state.history = run.history;
+    state.step_ms = run.step_ms;
+    std::ostringstream rng;
+    rng << run.order_rng;
+    state.order_rng = rng.str();
+    state.stopped_early = run.stopped_early;
+    detail::save_checkpoint(run.checkpoint(), state, *run.net, *run.optimizer, run.best);
+    write_history_csv(run.dir / kHistoryFile, run.history);
+}
+
+double monitored(const EpochStats& s, const std::string& monitor) {
+    if (monitor == "val_loss") return s.val_loss;
+    if (monitor == "val_mae") return s.val_mae;
+    if (monitor == "val_rmse") return s.val_rmse;
+    if (monitor == "train_loss") return s.train_loss;
+    return s.train_mae;
+}
+
+[[noreturn]] void diverged(const Run& run, int epoch, int step, int steps, double loss) {
+    const std::string kept =
+        run.epochs_done > 0
+            ? fmt::format("the last good checkpoint (epoch {}) is kept", run.epochs_done)
+            : std::string("no epoch finished, so there is no checkpoint");
+    throw Error(ErrorKind::BadData, run.checkpoint(),
+                fmt::format("training diverged: the loss is {} at epoch {}, step {} of {}; {} "
+                            "(a lower learning rate may help)",
+                            loss, epoch, step, steps, kept));
+}
+
+// One epoch of training steps; fills the train_* and timing fields of `stats`.
+void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stats) {
+    const TrainOptions& o = run.options;
+    const auto& rows = run.data.train_rows;
+    const std::vector<std::size_t> order =
+        detail::epoch_order(o.seed, epoch, rows.size(), run.order_rng);
+    const int steps = detail::steps_in_epoch(rows.size(), o.batch_size, o.steps_per_epoch);
+    if (cb.on_epoch_start) cb.on_epoch_start(epoch, o.epochs, steps);
+
+    // Dropout draws from torch's generator: seed it per epoch so a resumed run repeats it.
+    torch::manual_seed(o.seed * 1000 + static_cast<std::uint64_t>(epoch));
+    run.net->train();
+    double loss_sum = 0.0, abs_sum = 0.0, seen = 0.0;
+    std::vector<double> epoch_ms;
+    for (int step = 1; step <= steps; ++step) {
+        const Clock::time_point t0 = Clock::now();
+        const std::size_t begin = static_cast<std::size_t>(step - 1) * o.batch_size;
+        const std::size_t end = std::min(order.size(), begin + o.batch_size);
+        std::vector<std::size_t> batch_rows;
+        for (std::size_t i = begin; i < end; ++i) batch_rows.push_back(rows[order[i]]);
+        const detail::Batch b = detail::make_batch(
+            *run.data.train, batch_rows, run.net->config().input_size, o, epoch, o.augment);
+
+        run.optimizer->zero_grad();
+        const torch::Tensor pred = run.net->forward(b.images, b.sex).reshape({-1});
+        const torch::Tensor loss = msle_loss(pred, b.ages) + l2_penalty(*run.net, o.l2);
+        const double loss_value = loss.item<double>();
+        if (!std::isfinite(loss_value)) diverged(run, epoch, step, steps, loss_value);
+        loss.backward();
+        run.optimizer->step();
+
+        const double n = static_cast<double>(batch_rows.size());
+        loss_sum += loss_value * n;
+        abs_sum += (pred.detach() - b.ages).abs().sum().item<double>();
+        seen += n;
+        epoch_ms.push_back(ms_since(t0));
+        if (cb.on_step) cb.on_step(step, steps, loss_sum / seen, abs_sum / seen);
+    }
+    run.step_ms.insert(run.step_ms.end(), epoch_ms.begin(), epoch_ms.end());
+    stats.train_loss = loss_sum / seen;
+    stats.train_mae = abs_sum / seen;
+    stats.ms_per_step = median(epoch_ms);
+}
+
+void validate_epoch(Run& run, EpochStats& stats) {
+    stats.val_loss = stats.val_mae = stats.val_rmse = stats.val_msle = kNaN;
+    if (run.data.val_rows.empty()) return;
+    const ValidationMetrics m =
+        measure(*run.net, *run.data.val, run.data.val_rows, run.options.batch_size);
+    torch::NoGradGuard no_grad;
+    stats.val_msle = m.msle;
+    stats.val_loss = m.msle + l2_penalty(*run.net, run.options.l2).item<double>();
+    stats.val_mae = m.mae;
+    stats.val_rmse = m.rmse;
+}
+
+void run_epochs(Run& run, const TrainCallbacks& cb) {
+    for (int epoch = run.epochs_done + 1; epoch <= run.options.epochs && !run.stopped_early;
+         ++epoch) {
+        const Clock::time_point t0 = Clock::now();
+        EpochStats stats;
+        stats.epoch = epoch;
+        stats.lr = run.optimizer->param_groups().front().options().get_lr();
+        train_epoch(run, epoch, cb, stats);
+        validate_epoch(run, stats);
+        run.stopped_early =
+            run.stopping.update(epoch, monitored(stats, run.options.early_stopping.monitor));
+        stats.best = run.stopping.improved();
+        if (stats.best) run.best = detail::snapshot(*run.net);
+        stats.seconds = ms_since(t0) / 1000.0;
+        run.history.push_back(stats);
+        run.epochs_done = epoch;
+        save_run(run);
+        if (cb.on_epoch_end) cb.on_epoch_end(stats, run.options.epochs);
+    }
+}
+
+nlohmann::json training_summary(const Run& run, double ms_per_step) {
+    nlohmann::json history = nlohmann::json::array();
+    for (const EpochStats& s : run.history) history.push_back(s);
+    const TrainOptions& o = run.options;
+    return {
+        {"arch", o.arch},
+        {"head", o.head},
+        {"use_sex", o.use_sex},
+        {"epochs_run", run.epochs_done},
+        {"best_epoch", run.stopping.best_epoch()},
+        {"stopped_early", run.stopped_early},
+        {"train_cache", {{"path", o.train_cache.string()}, {"count", run.data.train_rows.size()}}},
+        {"val_cache",
+         o.val_cache.empty() ? nlohmann::json() : nlohmann::json(o.val_cache.string())},
+        {"val_count", run.data.val_rows.size()},
+        {"options", o},
+        {"history", history},
+        {"ms_per_step", ms_per_step}};
+}
+
+// Puts the best epoch's weights back and writes the model file.
+TrainResult finish(Run& run) {
+    if (!run.best.empty()) detail::restore(*run.net, run.best);
+    run.net->eval();
+
+    TrainResult r;
+    r.model_file = run.options.out;
+    r.run_dir = run.dir;
+    r.history = run.history;
+    r.epochs_run = run.epochs_done;
+    r.best_epoch = run.stopping.best_epoch();
+    r.stopped_early = run.stopped_early;
+    r.ms_per_step = median(run.step_ms);
+
+    r.meta.config = run.net->config();
+    r.meta.preprocess = run.data.train->settings();
+    r.meta.training = training_summary(run, r.ms_per_step);
+    r.meta.validation = {{"n", run.data.val_rows.size()}};
+    if (r.best_epoch > 0 && !run.data.val_rows.empty()) {
+        const EpochStats& b = run.history.at(static_cast<std::size_t>(r.best_epoch - 1));
+        r.meta.validation = {{"n", run.data.val_rows.size()},
+                             {"epoch", b.epoch},
+                             {"mae", b.val_mae},
+                             {"rmse", b.val_rmse},
+                             {"msle", b.val_msle}};
+    }
+    save_model(run.options.out, run.net, r.meta);
+    return r;
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) {
+    validate(options);
+    Run run(options, run_dir_of(options), EarlyStopping(options.early_stopping));
+    check_validation(run);
+    use_threads(options.threads);
+
+    ModelConfig config;
+    config.arch = options.arch;
+    config.head = options.head;
+    config.use_sex = options.use_sex;
+    config.input_size = options.input_size > 0 ? options.input_size : run.data.train->image_size();
+    set_label_scaling(config, run.data);
+    torch::manual_seed(options.seed);  // the initial weights
+    run.net = make_model(config);
+    run.optimizer = make_adam(*run.net, options.learning_rate);
+
+    std::error_code ec;
+    std::filesystem::create_directories(run.dir, ec);
+    if (ec)
+        throw Error(ErrorKind::NotFound, run.dir,
+                    "cannot create the run directory: " + ec.message());
+    std::filesystem::remove(run.checkpoint(), ec);  // an earlier run's; this one starts over
+    std::filesystem::remove(run.dir / kHistoryFile, ec);
+
+    run_epochs(run, callbacks);
+    return finish(run);
+}
+
+TrainResult resume_training(const std::filesystem::path& run_dir, const ResumeOptions& resume,
+                            const TrainCallbacks& callbacks) {
+    const std::filesystem::path file = run_dir / kCheckpointFile;
+    detail::CheckpointState state = detail::read_checkpoint_state(file);
+    TrainOptions options = state.options;
+    if (resume.epochs) options.epochs = *resume.epochs;
+    if (resume.learning_rate) options.learning_rate = *resume.learning_rate;
+    if (resume.threads) options.threads = *resume.threads;
+    options.run_dir = run_dir;
+    validate(options);
+
+    Run run(options, run_dir, EarlyStopping::from_state(state.early_stopping));
+    check_validation(run);
+    use_threads(options.threads);
+    run.net = make_model(state.config);
+    run.optimizer = make_adam(*run.net, state.options.learning_rate);
+    detail::load_checkpoint_tensors(file, *run.net, *run.optimizer, run.best);
+    if (resume.learning_rate) set_learning_rate(*run.optimizer, *resume.learning_rate);
+    run.history = std::move(state.history);
+    run.step_ms = std::move(state.step_ms);
+    std::istringstream rng(state.order_rng);
+    rng >> run.order_rng;
+    run.epochs_done = state.epoch;
+    run.stopped_early = state.stopped_early;
+
+    run_epochs(run, callbacks);
+    return finish(run);
+}
+
+}  // namespace boneage
