@@ -1,6 +1,7 @@
 // boneage bench: how fast preprocessing, inference and training run on this machine, printed
 // as llama-bench does: a markdown table (csv or json on request) of mean ± sd over --reps
 // repetitions after --warmup untimed runs, with the build and the CPU in the footer.
+#include "build_info.hpp"
 #include "command.hpp"
 
 #include <boneage/cpu_features.hpp>
@@ -208,7 +209,7 @@ std::string mean_sd(const Row& r) {
 }
 
 void print(const BenchArgs& a, const std::vector<Row>& rows, int threads) {
-    const std::string commit = BONEAGE_COMMIT, cpu = cpu_description();
+    const std::string commit = build_commit(), cpu = cpu_description();
     if (a.format == "json") {
         nlohmann::json out = nlohmann::json::array();
         for (const Row& r : rows)

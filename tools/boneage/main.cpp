@@ -1,5 +1,6 @@
 // boneage: bone age from hand radiographs. The CLI parses arguments and calls the library;
 // every subcommand lives in its own file beside this one.
+#include "build_info.hpp"
 #include "command.hpp"
 
 #include <boneage/error.hpp>
@@ -29,8 +30,8 @@ const std::vector<const Command*>& commands() { return registry(); }
 int main(int argc, char** argv) {
     using namespace boneage::cli;
     CLI::App app{"boneage: skeletal age in months from a hand radiograph"};
-    app.set_version_flag("--version", std::string("boneage ") + BONEAGE_VERSION + " (" +
-                                          BONEAGE_COMMIT + ")");
+    app.set_version_flag("--version", std::string("boneage ") + build_version() + " (" +
+                                          build_commit() + ")");
     app.require_subcommand(1);
 
     std::vector<const Command*> sorted = commands();
