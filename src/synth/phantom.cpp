@@ -3,6 +3,7 @@
 #include "synth/scene.hpp"
 
 #include <boneage/error.hpp>
+#include <boneage/splitmix.hpp>
 #include <boneage/synth.hpp>
 
 #include <algorithm>
@@ -11,29 +12,20 @@
 
 namespace boneage {
 
-namespace {
-// SplitMix64: spreads nearby seeds (1, 2, 3 ...) over unrelated generator states.
-std::uint64_t mix(std::uint64_t x) {
-    x += 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-}
-}  // namespace
 
 std::uint64_t phantom_seed(std::uint64_t seed, int index) {
-    return mix(mix(seed) ^ (0x5BD1E995ULL + std::uint64_t(index)));
+    return splitmix64(splitmix64(seed) ^ (0x5BD1E995ULL + std::uint64_t(index)));
 }
 
 Phantom make_phantom(const PhantomLabel& label, std::uint64_t seed, const SynthOptions& options) {
-    std::mt19937_64 rng(mix(seed));
+    std::mt19937_64 rng(splitmix64(seed));
     synth::Scene scene = synth::sample_scene(rng, options.nuisances);
     return synth::render_phantom(label, scene, options);
 }
 
 std::vector<PhantomLabel> phantom_labels(int count, std::uint64_t seed) {
     if (count < 0) throw UsageError("phantom count must be >= 0, got " + std::to_string(count));
-    std::mt19937_64 rng(mix(seed ^ 0x6C6162656C73ULL));
+    std::mt19937_64 rng(splitmix64(seed ^ 0x6C6162656C73ULL));
     // Stratified ages: one per equal slice of 1..228 months, in shuffled order, so even a small
     // set covers the range; sexes alternate over a second shuffle, so half are boys.
     std::vector<int> age_slot(count), sex_slot(count);

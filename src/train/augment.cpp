@@ -1,5 +1,6 @@
 // Training-time augmentation on the uint8 images, and the one resize between a cache's image
 // size and a model's input size.
+#include <boneage/splitmix.hpp>
 #include <boneage/train.hpp>
 #include <cmath>
 #include <opencv2/imgproc.hpp>
@@ -7,15 +8,6 @@
 namespace boneage {
 
 namespace {
-// SplitMix64 (Steele, Lea, Flood 2014): a well-mixed 64-bit hash, so nearby (seed, epoch,
-// index) triples give unrelated draws.
-std::uint64_t splitmix64(std::uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 // A tiny stream of uniforms in [-1, 1) from one 64-bit state.
 class Uniforms {
 public:
