@@ -159,6 +159,122 @@ TEST(ModelFile, StoresFloat32WhateverThePrecisionOfTheNet) {
     }
 }
 
+// A ResNet-18 with the bundled model's head (gap, sex) whose batch norms and output layer
+// are drawn at random, so predictions depend on every stored parameter.
+boneage::BoneAgeNet float16_candidate(int size) {
+    auto net = sample_net("resnet18", size, true, "gap");
+    disturb_batch_norms(net, size);
+    torch::NoGradGuard no_grad;
+    auto p = net->named_parameters();
+    p["head.output.weight"].normal_(0.0, 0.2);
+    p["head.output.bias"].fill_(0.1);
+    return net;
+}
+
+TEST(ModelFile, Float16HalvesTheFileAndKeepsPredictionsWithinAFractionOfAMonth) {
+    ScratchDir dir("model_file_float16");
+    const int size = 64;
+    auto net = float16_candidate(size);
+    boneage::ModelMetadata meta = sample_metadata();
+    boneage::save_model(dir / "fp32.bin", net, meta);
+    meta.weights_dtype = "float16";
+    boneage::save_model(dir / "fp16.bin", net, meta);
+
+    const double ratio = static_cast<double>(fs::file_size(dir / "fp16.bin")) /
+                         static_cast<double>(fs::file_size(dir / "fp32.bin"));
+    RecordProperty("float16_size_ratio", std::to_string(ratio));
+    EXPECT_GT(ratio, 0.48);
+    EXPECT_LT(ratio, 0.53);
+
+    auto loaded = boneage::load_model(dir / "fp16.bin");
+    EXPECT_EQ(loaded.meta.weights_dtype, "float16");
+    EXPECT_EQ(metadata_of(read_bytes(dir / "fp16.bin"))["weights_dtype"], "float16");
+    for (const auto& p : loaded.net->named_parameters()) {
+        EXPECT_EQ(p.value().scalar_type(), torch::kFloat32) << p.key();
+        const torch::Tensor original = net->named_parameters()[p.key()];
+        EXPECT_TRUE(torch::equal(p.value(), original.to(torch::kFloat16).to(torch::kFloat32)))
+            << p.key();
+    }
+    // Batch-norm statistics stay float32, bit for bit.
+    for (const auto& b : net->named_buffers())
+        EXPECT_TRUE(torch::equal(b.value(), loaded.net->named_buffers()[b.key()])) << b.key();
+
+    const torch::Tensor full = outputs(net, size), half = outputs(loaded.net, size);
+    EXPECT_GT((full - 127.5).abs().min().item<double>(), 0.5) << "the output layer must count";
+    const double mad = (full - half).abs().mean().item<double>();
+    RecordProperty("float16_mad_months", std::to_string(mad));
+    EXPECT_LT(mad, 0.05) << full << half;
+    EXPECT_GT(mad, 0.0) << "float16 storage changed nothing: were the weights halved?";
+}
+
+TEST(ModelFile, Float16RoundTripsBitForBit) {
+    ScratchDir dir("model_file_float16_round_trip");
+    auto net = float16_candidate(64);
+    boneage::ModelMetadata meta = sample_metadata();
+    meta.weights_dtype = "float16";
+    boneage::save_model(dir / "a.bin", net, meta);
+    auto loaded = boneage::load_model(dir / "a.bin");
+    boneage::save_model(dir / "b.bin", loaded.net, loaded.meta);
+    EXPECT_TRUE(read_bytes(dir / "a.bin") == read_bytes(dir / "b.bin"));
+}
+
+TEST(ModelFile, AFileWithoutAWeightsDtypeIsFloat32) {
+    ScratchDir dir("model_file_no_dtype");
+    auto net = sample_net("shallow", 64, false, "gap");
+    boneage::save_model(dir / "m.bin", net, {});
+    const std::string bytes = read_bytes(dir / "m.bin");
+    nlohmann::json meta = metadata_of(bytes);
+    EXPECT_EQ(meta["weights_dtype"], "float32");
+    meta.erase("weights_dtype");
+    write_bytes(dir / "old.bin", with_metadata(bytes, meta.dump()));
+    auto loaded = boneage::load_model(dir / "old.bin");
+    EXPECT_EQ(loaded.meta.weights_dtype, "float32");
+    EXPECT_TRUE(torch::equal(outputs(net, 64), outputs(loaded.net, 64)));
+}
+
+TEST(ModelFile, UnknownWeightsDtypesAndOutOfRangeWeightsAreRefused) {
+    ScratchDir dir("model_file_bad_dtype");
+    auto net = sample_net("shallow", 64, false, "gap");
+    boneage::ModelMetadata meta;
+    meta.weights_dtype = "bfloat16";
+    try {
+        boneage::save_model(dir / "bf16.bin", net, meta);
+        ADD_FAILURE() << "saved with weights dtype bfloat16";
+    } catch (const boneage::Error& e) {
+        EXPECT_EQ(e.kind(), boneage::ErrorKind::BadModel);
+        EXPECT_EQ(e.file(), dir / "bf16.bin");
+        EXPECT_NE(e.reason().find("bfloat16"), std::string::npos) << e.reason();
+    }
+    EXPECT_FALSE(fs::exists(dir / "bf16.bin"));
+
+    boneage::save_model(dir / "m.bin", net, {});
+    const std::string bytes = read_bytes(dir / "m.bin");
+    nlohmann::json j = metadata_of(bytes);
+    j["weights_dtype"] = "float8";
+    write_bytes(dir / "float8.bin", with_metadata(bytes, j.dump()));
+    expect_bad_model(dir / "float8.bin", "unknown weights dtype 'float8'");
+    // A float32 file that claims float16 holds parameters of the wrong type.
+    j["weights_dtype"] = "float16";
+    write_bytes(dir / "claims16.bin", with_metadata(bytes, j.dump()));
+    expect_bad_model(dir / "claims16.bin", "is Float");
+
+    {
+        torch::NoGradGuard no_grad;
+        net->named_parameters()["head.output.bias"].fill_(1e5);
+    }
+    meta.weights_dtype = "float16";
+    try {
+        boneage::save_model(dir / "big.bin", net, meta);
+        ADD_FAILURE() << "saved a parameter float16 cannot hold";
+    } catch (const boneage::Error& e) {
+        EXPECT_EQ(e.kind(), boneage::ErrorKind::BadModel);
+        EXPECT_NE(e.reason().find("head.output.bias"), std::string::npos) << e.reason();
+    }
+    int entries = 0;
+    for (const auto& e : fs::directory_iterator(dir.path())) entries += e.is_regular_file() ? 1 : 0;
+    EXPECT_EQ(entries, 3) << "a failed save left a file behind";
+}
+
 class BadModelFile : public ::testing::Test {
 protected:
     void SetUp() override {

@@ -220,12 +220,12 @@ TEST(TrainOptions, RejectsBadSettingsWithClearMessages) {
     o.train_cache = "x.bin";
     o.out = "m.bin";
     EXPECT_NO_THROW(validate(o));
-    o.precision = "bf16";
+    o.precision = "fp16";
     try {
         validate(o);
-        FAIL() << "bf16 accepted";
+        FAIL() << "fp16 accepted";
     } catch (const UsageError& e) {
-        EXPECT_NE(std::string(e.what()).find("fp32"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
     }
     o.precision = "fp32";
     o.arch = "vgg";

@@ -20,7 +20,7 @@
 namespace boneage {
 
 struct ModelConfig {
-    std::string arch = "shallow";   // "shallow" | "resnet50" | "inceptionv4"
+    std::string arch = "shallow";   // "shallow" | "resnet18" | "resnet50" | "inceptionv4"
     std::string head = "flatten";   // "flatten" (the paper's) | "gap" (global average pooling)
     bool use_sex = false;           // feed sex (1 male, 0 female) into the head
     int input_size = 320;           // side of the square input, pixels
@@ -65,6 +65,10 @@ struct ModelMetadata {
     PreprocessSettings preprocess;
     nlohmann::json training = nlohmann::json::object();    // data summary, recipe, epochs, ...
     nlohmann::json validation = nlohmann::json::object();  // metrics on the validation split
+    // How the file stores the parameters: "float32", or "float16" for a file half the size
+    // (buffers such as batch-norm statistics stay float32). Either way load_model returns a
+    // float32 net; a file without the field is float32.
+    std::string weights_dtype = "float32";
 };
 
 struct LoadedModel {
@@ -74,12 +78,15 @@ struct LoadedModel {
 
 // One file: "BONEAGE-MODEL\0\0\0" (16 bytes), u32 format version, u64 metadata length,
 // metadata JSON, then the LibTorch archive of the weights and buffers. Written atomically.
-// Saving a loaded model again gives the same bytes.
+// Saving a loaded model again gives the same bytes. The parameters are stored in
+// meta.weights_dtype; throws boneage::Error (BadModel) naming the file when that is neither
+// "float32" nor "float16", or a parameter lies outside float16's range.
 constexpr std::uint32_t kModelFormatVersion = 1;
 void save_model(const std::filesystem::path& file, const BoneAgeNet& net, const ModelMetadata& meta);
 
 // Throws boneage::Error (BadModel) naming the file when it is not a boneage model, is of
-// another format version, is truncated, or its weights do not match its architecture.
+// another format version, is truncated, names an unknown weights dtype, or its weights do not
+// match its architecture. The net is float32 whatever the file's weights dtype.
 LoadedModel load_model(const std::filesystem::path& file);
 
 // The bundled default model: $BONEAGE_MODEL if set, else models/default.bin beside the

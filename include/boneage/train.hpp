@@ -30,6 +30,11 @@ namespace boneage {
 // shape; returns a scalar. Throws boneage::Error (Internal) when the shapes differ.
 torch::Tensor msle_loss(const torch::Tensor& pred_months, const torch::Tensor& target_months);
 
+// Mean absolute error in months divided by `label_scale` (the spread of the training ages), so
+// the loss is near 1 for a constant guess whatever the age range. Shapes as msle_loss.
+torch::Tensor scaled_mae_loss(const torch::Tensor& pred_months, const torch::Tensor& target_months,
+                              double label_scale);
+
 // Keras' kernel_regularizer l2(factor): factor x the sum of squares of net->l2_weights(), a
 // scalar to add to the loss. Weights outside l2_weights() never enter it.
 torch::Tensor l2_penalty(BoneAgeNetImpl& net, double factor = 0.01);
@@ -118,22 +123,34 @@ torch::Tensor resize_batch(const torch::Tensor& images, int size);
 // Every setting of a run. The defaults below are the paper's where it gives one; `boneage
 // train --help` prints them from this struct.
 struct TrainOptions {
-    std::string arch = "shallow";       // shallow | resnet50 | inceptionv4
+    std::string arch = "shallow";       // shallow | resnet50 | inceptionv4 | resnet18
     std::string head = "flatten";       // flatten (the paper's) | gap
     bool use_sex = false;               // feed sex to the head (the paper does not)
     std::filesystem::path train_cache;  // prepared cache to train on (required)
     std::filesystem::path val_cache;    // prepared cache to validate on; empty: split train_cache
     double val_split = 0.15;            // without val_cache: fraction of ids held out, by id hash
+    double val_cache_split = 0.0;       // with val_cache: fraction of its ids that validate, by
+                                        // the same hash; 0: all of them
     std::filesystem::path out;          // model file written at the end (required)
     std::filesystem::path run_dir;      // checkpoints and history.csv; empty: "<out>.run"
+    std::filesystem::path init_from;    // model file whose weights start the run (fine-tuning);
+                                        // its label scaling is kept; empty: fresh weights
     int epochs = 50;                    // most epochs to run
     int batch_size = 16;                // images per step
     double learning_rate = 0.001;       // Adam (0.01 overshot, 0.0001 was too slow)
+    std::string schedule = "constant";  // constant | cosine: linear warm-up, then cosine decay
+                                        // to 0 at the end of the last epoch
+    double warmup_epochs = 0.0;         // cosine: epochs of linear warm-up from 0
+    std::string loss = "msle";          // msle (the paper's) | mae: absolute error over the
+                                        // label spread
     double l2 = 0.01;                   // factor on the squared l2_weights() of the model
+    double weight_decay = 0.0;          // decoupled (AdamW) decay on every weight; 0: plain Adam
     std::uint64_t seed = 42;            // fixes initial weights, data order, augmentation, dropout
     bool augment = true;                // random rotation, shift, scale, contrast, brightness
     AugmentSettings augment_settings;   // their ranges
-    std::string precision = "fp32";     // only fp32 for now
+    std::string precision = "fp32";     // fp32 | bf16: autocast with fp32 master weights and
+                                        // channels-last activations
+    std::string weights_dtype = "float32";  // of the model file: float32 | float16
     int threads = 0;                    // torch threads; 0: all cores
     int input_size = 0;                 // model input side; 0: the cache's image size
     int steps_per_epoch = 0;            // most steps per epoch; 0: the whole training set
@@ -149,9 +166,10 @@ void validate(const TrainOptions& options);
 // One row of history.csv.
 struct EpochStats {
     int epoch = 0;             // from 1
-    double train_loss = 0.0;   // mean over the epoch's steps of MSLE + L2 (what Adam minimises)
+    double train_loss = 0.0;   // mean over the epoch's steps of loss + L2 (what Adam minimises)
     double train_mae = 0.0;    // months, in training mode (augmentation and dropout on)
-    double val_loss = 0.0;     // MSLE + L2 on the validation set (Keras' val_loss); NaN if none
+    double val_loss = 0.0;     // the training loss (without augmentation and dropout) on the
+                               // validation set, as Keras' val_loss; NaN if none
     double val_mae = 0.0;      // months; NaN without a validation set
     double val_rmse = 0.0;     // months; NaN without a validation set
     double val_msle = 0.0;     // MSLE alone; NaN without a validation set
@@ -196,7 +214,7 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks =
 // What a resumed run may change; everything else comes from the checkpoint.
 struct ResumeOptions {
     std::optional<int> epochs;            // a new maximum, to extend a finished run
-    std::optional<double> learning_rate;  // a new Adam rate from the next step on
+    std::optional<double> learning_rate;  // a new rate (a cosine schedule's peak) from the next step on
     std::optional<int> threads;           // torch threads (results may differ between counts)
 };
 

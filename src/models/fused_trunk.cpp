@@ -1,7 +1,7 @@
 // Fused trunks for the architectures whose forward is a plain chain of convolutions: the
-// shallow network and ResNet-50. Each mirrors the forward() of its architecture file; the fast
-// path test compares the two on every architecture, so a change there that is not made here
-// fails it.
+// shallow network, ResNet-18 and ResNet-50. Each mirrors the forward() of its architecture file;
+// the fast path tests compare the two on every architecture, so a change there that is not made
+// here fails them.
 #include "models/fused_trunk.hpp"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -157,8 +157,8 @@ private:
     std::vector<FusedConv> convs_;
 };
 
-// ResNet-50 (models/resnet50.cpp): stem, max pool, bottlenecks whose last convolution is
-// added to the shortcut before the ReLU.
+// ResNet-18 and ResNet-50 (models/resnet.cpp): stem, max pool, basic or bottleneck blocks
+// whose last convolution is added to the shortcut before the ReLU.
 class ResNetTrunk : public FusedTrunk {
 public:
     ResNetTrunk(BoneAgeNetImpl& net, torch::ScalarType dtype)
@@ -168,20 +168,24 @@ public:
             if (!layer) break;
             for (const auto& item : layer->named_children()) {
                 torch::nn::Module& b = *item.value();
-                Block block{conv_bn(b, "conv1", "bn1", true, dtype),
-                            conv_bn(b, "conv2", "bn2", true, dtype),
-                            conv_bn(b, "conv3", "bn3", false, dtype), std::nullopt};
+                // conv1..convK with their batch norms, ReLU after all but the last.
+                const int count = child<torch::nn::Conv2dImpl>(b, "conv3") ? 3 : 2;
+                Block block;
+                for (int k = 1; k <= count; ++k)
+                    block.convs.push_back(conv_bn(b, fmt::format("conv{}", k),
+                                                  fmt::format("bn{}", k), k < count, dtype));
                 if (torch::nn::Module* ds = child_module(b, "downsample"))
                     block.downsample = conv_bn(*ds, "0", "1", false, dtype);
                 blocks_.push_back(std::move(block));
             }
         }
-        if (blocks_.empty()) throw Error(ErrorKind::Internal, "resnet50 without layer1");
+        if (blocks_.empty()) throw Error(ErrorKind::Internal, "resnet without layer1");
     }
     torch::Tensor operator()(const torch::Tensor& images) override {
         torch::Tensor x = torch::max_pool2d(stem_(images), 3, 2, 1);
         for (auto& b : blocks_) {
-            torch::Tensor out = b.conv3(b.conv2(b.conv1(x)));
+            torch::Tensor out = x;
+            for (auto& conv : b.convs) out = conv(out);
             out.add_(b.downsample ? (*b.downsample)(x) : x);
             x = out.relu_();
         }
@@ -190,7 +194,7 @@ public:
 
 private:
     struct Block {
-        FusedConv conv1, conv2, conv3;
+        std::vector<FusedConv> convs;  // 2 in a basic block, 3 in a bottleneck
         std::optional<FusedConv> downsample;
     };
     static FusedConv conv_bn(torch::nn::Module& m, const std::string& conv, const std::string& bn,
@@ -211,7 +215,8 @@ private:
 std::unique_ptr<FusedTrunk> make_fused_trunk(BoneAgeNetImpl& net, torch::ScalarType dtype) {
     try {
         if (net.config().arch == "shallow") return std::make_unique<ShallowTrunk>(net, dtype);
-        if (net.config().arch == "resnet50") return std::make_unique<ResNetTrunk>(net, dtype);
+        if (net.config().arch == "resnet18" || net.config().arch == "resnet50")
+            return std::make_unique<ResNetTrunk>(net, dtype);
     } catch (const std::exception&) {
         // A module tree other than the expected one: the caller runs the net's own forward.
     }

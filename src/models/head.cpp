@@ -39,6 +39,12 @@ std::vector<torch::Tensor> RegressionHeadImpl::l2_weights() const {
     return {dense_.at(static_cast<std::size_t>(spec_.l2_layer))->weight};
 }
 
+void RegressionHeadImpl::zero_output() {
+    torch::NoGradGuard no_grad;
+    output_->weight.zero_();
+    output_->bias.zero_();
+}
+
 void check_inputs(const ModelConfig& config, const torch::Tensor& images,
                   const torch::Tensor& sex) {
     const std::int64_t s = config.input_size;

@@ -38,6 +38,10 @@ public:
     // Number of features entering the dense stack (after flatten or pooling, before sex).
     std::int64_t feature_count() const { return feature_count_; }
 
+    // Sets the output layer's weight and bias to zero, so the head's y starts at 0 and the
+    // net's months at the label offset.
+    void zero_output();
+
 private:
     bool gap_ = false;
     bool use_sex_ = false;
@@ -72,6 +76,7 @@ void check_feature_side(const ModelConfig& config, std::int64_t side);
 
 // The builders make_model dispatches to, one per architecture file.
 BoneAgeNet make_shallow(const ModelConfig& config);
+BoneAgeNet make_resnet18(const ModelConfig& config);
 BoneAgeNet make_resnet50(const ModelConfig& config);
 BoneAgeNet make_inceptionv4(const ModelConfig& config);
 

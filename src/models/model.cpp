@@ -1,4 +1,4 @@
-// What the three architectures share: their configuration, the factory, and the one place
+// What the architectures share: their configuration, the factory, and the one place
 // where images become tensors.
 #include <fmt/format.h>
 
@@ -37,10 +37,12 @@ BoneAgeNet make_model(const ModelConfig& config) {
     if (config.input_size < 1)
         throw UsageError(fmt::format("input size must be positive, got {}", config.input_size));
     if (config.arch == "shallow") return models::make_shallow(config);
+    if (config.arch == "resnet18") return models::make_resnet18(config);
     if (config.arch == "resnet50") return models::make_resnet50(config);
     if (config.arch == "inceptionv4") return models::make_inceptionv4(config);
     throw UsageError(fmt::format(
-        "unknown architecture '{}' (expected shallow, resnet50 or inceptionv4)", config.arch));
+        "unknown architecture '{}' (expected shallow, resnet18, resnet50 or inceptionv4)",
+        config.arch));
 }
 
 std::int64_t parameter_count(const torch::nn::Module& module) {

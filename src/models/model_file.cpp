@@ -1,6 +1,8 @@
 // The model file: a fixed header, the metadata as JSON, then the weights as a LibTorch
 // archive (every parameter and buffer under its dotted name), so a file is one self-describing
-// unit that prediction can trust or reject with a clear reason.
+// unit that prediction can trust or reject with a clear reason. Parameters are float32 or, in
+// a file half the size, float16 (the metadata's weights_dtype); buffers are always float32,
+// since batch-norm variances lose too much in half precision.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -47,19 +49,44 @@ nlohmann::json metadata_json(const BoneAgeNet& net, const ModelMetadata& meta) {
     j["preprocess"] = meta.preprocess;
     j["training"] = meta.training;
     j["validation"] = meta.validation;
+    j["weights_dtype"] = meta.weights_dtype;
     return j;
 }
 
-// Every parameter and buffer of `net` by dotted name, on the CPU and floating point as
-// float32, so a file does not depend on the device or precision that trained it.
+[[noreturn]] void bad(const fs::path& file, const std::string& reason) {
+    throw Error(ErrorKind::BadModel, file, reason);
+}
+
+// The type a file of `weights_dtype` stores its parameters in; BadModel for an unknown name.
+torch::ScalarType parameter_type(const fs::path& file, const std::string& weights_dtype) {
+    if (weights_dtype == "float32") return torch::kFloat32;
+    if (weights_dtype == "float16") return torch::kFloat16;
+    bad(file,
+        fmt::format("unknown weights dtype '{}' (expected float32 or float16)", weights_dtype));
+}
+
+// A tensor on the CPU and, when floating point, as float32, so a file does not depend on
+// the device or precision that trained it. The parameters of a float16 file are then halved.
 torch::Tensor portable(const torch::Tensor& t) {
     const torch::Tensor cpu = t.detach().cpu();
     return cpu.is_floating_point() ? cpu.to(torch::kFloat32) : cpu;
 }
 
-void write_weights(const BoneAgeNet& net, std::ostream& out) {
+// Float16 holds magnitudes up to 65504; a parameter beyond that would be stored as infinity.
+constexpr double kFloat16Max = 65504.0;
+
+void write_weights(const fs::path& file, const BoneAgeNet& net, torch::ScalarType parameters,
+                   std::ostream& out) {
     torch::serialize::OutputArchive archive;
-    for (const auto& p : net->named_parameters()) archive.write(p.key(), portable(p.value()));
+    for (const auto& p : net->named_parameters()) {
+        torch::Tensor t = portable(p.value());
+        if (t.is_floating_point() && parameters != torch::kFloat32) {
+            if (t.numel() > 0 && t.abs().max().item<double>() > kFloat16Max)
+                bad(file, fmt::format("parameter '{}' is too large for float16", p.key()));
+            t = t.to(parameters);
+        }
+        archive.write(p.key(), t);
+    }
     for (const auto& b : net->named_buffers())
         archive.write(b.key(), portable(b.value()), /*is_buffer=*/true);
     archive.save_to(out);
@@ -69,10 +96,6 @@ fs::path temp_beside(const fs::path& file) {
     std::random_device rd;
     return file.parent_path() /
            fmt::format(".{}.tmp-{}-{:08x}", file.filename().string(), ::getpid(), rd());
-}
-
-[[noreturn]] void bad(const fs::path& file, const std::string& reason) {
-    throw Error(ErrorKind::BadModel, file, reason);
 }
 
 // The first line of a LibTorch message, without its C++ backtrace.
@@ -123,6 +146,7 @@ ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
         meta.preprocess = j.value("preprocess", nlohmann::json::object()).get<PreprocessSettings>();
         meta.training = j.value("training", nlohmann::json::object());
         meta.validation = j.value("validation", nlohmann::json::object());
+        meta.weights_dtype = j.value("weights_dtype", meta.weights_dtype);
     } catch (const nlohmann::json::exception& e) {
         bad(file, fmt::format("metadata does not parse: {}", e.what()));
     } catch (const Error& e) {  // a settings reader that rejects a value
@@ -132,9 +156,10 @@ ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
 }
 
 // Copies each tensor of the archive into the parameter or buffer of the same name, checking
-// that the names, shapes and types are exactly the architecture's.
+// that the names, shapes and types are exactly the architecture's (floating-point parameters
+// stored as `parameters`, converted to the net's float32 on the way in).
 void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& reader,
-                  std::uint64_t offset) {
+                  std::uint64_t offset, torch::ScalarType parameters) {
     torch::serialize::InputArchive archive;
     try {
         archive.load_from(
@@ -147,9 +172,17 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
         bad(file, fmt::format("the weights do not load (truncated or corrupt): {}",
                               first_line(e.what())));
     }
-    std::vector<std::pair<std::string, torch::Tensor>> targets;
-    for (auto& p : net->named_parameters()) targets.emplace_back(p.key(), p.value());
-    for (auto& b : net->named_buffers()) targets.emplace_back(b.key(), b.value());
+    struct Target {
+        std::string name;
+        torch::Tensor tensor;
+        torch::ScalarType stored_type;
+    };
+    std::vector<Target> targets;
+    for (auto& p : net->named_parameters())
+        targets.push_back({p.key(), p.value(),
+                           p.value().is_floating_point() ? parameters : p.value().scalar_type()});
+    for (auto& b : net->named_buffers())
+        targets.push_back({b.key(), b.value(), b.value().scalar_type()});
 
     // Names first, so a file of another architecture says which part it lacks or adds.
     std::set<std::string> stored_names;
@@ -158,7 +191,7 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
         if (archive.try_read(key, t)) stored_names.insert(key);
     }
     std::set<std::string> expected;
-    for (const auto& [name, target] : targets) {
+    for (const auto& [name, target, type] : targets) {
         expected.insert(name);
         if (!stored_names.count(name))
             bad(file, fmt::format("weights do not match the architecture: '{}' is missing", name));
@@ -168,14 +201,14 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
             bad(file, fmt::format("weights do not match the architecture: unexpected '{}'", name));
 
     torch::NoGradGuard no_grad;
-    for (auto& [name, target] : targets) {
+    for (auto& [name, target, type] : targets) {
         torch::Tensor stored;
         archive.try_read(name, stored);
-        if (stored.sizes() != target.sizes() || stored.scalar_type() != target.scalar_type())
+        if (stored.sizes() != target.sizes() || stored.scalar_type() != type)
             bad(file,
                 fmt::format("weights do not match the architecture: '{}' is {} {}, expected {} {}",
                             name, c10::toString(stored.scalar_type()), c10::str(stored.sizes()),
-                            c10::toString(target.scalar_type()), c10::str(target.sizes())));
+                            c10::toString(type), c10::str(target.sizes())));
         target.copy_(stored);
     }
 }
@@ -183,6 +216,7 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
 }  // namespace
 
 void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata& meta) {
+    const torch::ScalarType parameters = parameter_type(file, meta.weights_dtype);
     const std::string metadata = metadata_json(net, meta).dump();
     std::string header(kMagic.begin(), kMagic.end());
     put_le<std::uint32_t>(header, kModelFormatVersion);
@@ -194,7 +228,7 @@ void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata
         if (!out) throw Error(ErrorKind::NotFound, file, "cannot create the model file");
         out.write(header.data(), static_cast<std::streamsize>(header.size()));
         out.write(metadata.data(), static_cast<std::streamsize>(metadata.size()));
-        write_weights(net, out);
+        write_weights(file, net, parameters, out);
         out.close();
         if (!out) throw Error(ErrorKind::NotFound, file, "cannot write the model file");
         std::error_code ec;
@@ -226,12 +260,13 @@ LoadedModel load_model(const fs::path& file) {
 
     LoadedModel loaded;
     loaded.meta = parse_metadata(file, reader.bytes(kHeaderSize, metadata_size));
+    const torch::ScalarType parameters = parameter_type(file, loaded.meta.weights_dtype);
     try {
         loaded.net = make_model(loaded.meta.config);
     } catch (const UsageError& e) {
         bad(file, fmt::format("metadata names no model this build knows: {}", e.reason()));
     }
-    read_weights(file, loaded.net, reader, kHeaderSize + metadata_size);
+    read_weights(file, loaded.net, reader, kHeaderSize + metadata_size, parameters);
     loaded.net->eval();
     return loaded;
 }

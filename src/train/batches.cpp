@@ -6,6 +6,8 @@
 #include <boneage/error.hpp>
 #include <boneage/parallel.hpp>
 #include <random>
+#include <string>
+#include <unordered_set>
 
 namespace boneage::detail {
 
@@ -15,8 +17,21 @@ TrainData open_train_data(const TrainOptions& options) {
     if (!options.val_cache.empty()) {
         data.val_owned = std::make_unique<PreparedCache>(options.val_cache);
         data.val = data.val_owned.get();
-        for (std::size_t i = 0; i < data.train->size(); ++i) data.train_rows.push_back(i);
-        for (std::size_t i = 0; i < data.val->size(); ++i) data.val_rows.push_back(i);
+        const double fraction = options.val_cache_split;
+        std::unordered_set<std::string> val_ids;
+        for (std::size_t i = 0; i < data.val->size(); ++i) {
+            if (fraction > 0.0 && !in_validation_split(data.val->id(i), fraction)) continue;
+            data.val_rows.push_back(i);
+            val_ids.insert(data.val->id(i));
+        }
+        // The same patient can be in both caches (thumbnails and full-size radiographs): an
+        // id that validates never trains.
+        for (std::size_t i = 0; i < data.train->size(); ++i) {
+            if (val_ids.count(data.train->id(i)))
+                ++data.excluded;
+            else
+                data.train_rows.push_back(i);
+        }
     } else {
         data.val = data.train.get();
         for (std::size_t i = 0; i < data.train->size(); ++i) {

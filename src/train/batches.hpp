@@ -19,10 +19,12 @@ struct TrainData {
     const PreparedCache* val = nullptr;        // train.get() or val_owned.get()
     std::vector<std::size_t> train_rows;
     std::vector<std::size_t> val_rows;
+    std::size_t excluded = 0;  // training rows left out because their id validates
 };
 
-// Opens the caches of `options` and splits them (a separate val cache, or ids hashed by
-// in_validation_split). Throws boneage::Error naming a cache that cannot be read, and
+// Opens the caches of `options` and splits them: a separate val cache (all of it, or its ids
+// in in_validation_split(val_cache_split)), whose ids are then left out of training; or the
+// training cache's ids hashed by in_validation_split(val_split). Throws boneage::Error naming a cache that cannot be read, and
 // boneage::UsageError when no training rows remain.
 TrainData open_train_data(const TrainOptions& options);
 

@@ -83,7 +83,7 @@ void restore(torch::nn::Module& net, const WeightSnapshot& s) {
 }
 
 void save_checkpoint(const std::filesystem::path& file, const CheckpointState& state,
-                     BoneAgeNetImpl& net, torch::optim::Adam& optimizer,
+                     BoneAgeNetImpl& net, torch::optim::Optimizer& optimizer,
                      const WeightSnapshot& best) {
     torch::serialize::OutputArchive archive;
     archive.write("state", c10::IValue(to_json_state(state).dump()));
@@ -139,7 +139,7 @@ CheckpointState read_checkpoint_state(const std::filesystem::path& file) {
 }
 
 void load_checkpoint_tensors(const std::filesystem::path& file, BoneAgeNetImpl& net,
-                             torch::optim::Adam& optimizer, WeightSnapshot& best) {
+                             torch::optim::Optimizer& optimizer, WeightSnapshot& best) {
     torch::serialize::InputArchive archive = open_archive(file);
     try {
         torch::serialize::InputArchive model, adam, best_archive;

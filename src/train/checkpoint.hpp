@@ -40,7 +40,7 @@ struct CheckpointState {
 // Writes model weights, Adam state, best weights, the torch CPU generator state and `state`
 // to `file` through a temporary file and a rename. Throws boneage::Error on I/O failure.
 void save_checkpoint(const std::filesystem::path& file, const CheckpointState& state,
-                     BoneAgeNetImpl& net, torch::optim::Adam& optimizer,
+                     BoneAgeNetImpl& net, torch::optim::Optimizer& optimizer,
                      const WeightSnapshot& best);
 
 // Reads the plain-data part only. Throws boneage::Error (NotFound, BadData) naming the file.
@@ -49,6 +49,6 @@ CheckpointState read_checkpoint_state(const std::filesystem::path& file);
 // Loads weights, Adam state, best weights and the torch generator state into objects built
 // from the checkpoint's own state. Throws boneage::Error (BadData) naming the file.
 void load_checkpoint_tensors(const std::filesystem::path& file, BoneAgeNetImpl& net,
-                             torch::optim::Adam& optimizer, WeightSnapshot& best);
+                             torch::optim::Optimizer& optimizer, WeightSnapshot& best);
 
 }  // namespace boneage::detail

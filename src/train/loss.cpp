@@ -27,6 +27,15 @@ torch::Tensor msle_loss(const torch::Tensor& pred_months, const torch::Tensor& t
     return (first - second).pow(2).mean();
 }
 
+torch::Tensor scaled_mae_loss(const torch::Tensor& pred_months, const torch::Tensor& target_months,
+                              double label_scale) {
+    if (pred_months.sizes() != target_months.sizes())
+        throw Error(ErrorKind::Internal,
+                    fmt::format("scaled_mae_loss: prediction shape {} differs from target shape {}",
+                                shape_of(pred_months), shape_of(target_months)));
+    return (pred_months - target_months.to(pred_months.dtype())).abs().mean() / label_scale;
+}
+
 torch::Tensor l2_penalty(BoneAgeNetImpl& net, double factor) {
     torch::Tensor sum;
     for (const torch::Tensor& w : net.l2_weights()) {

@@ -28,12 +28,18 @@ void to_json(nlohmann::json& j, const TrainOptions& o) {
          {"train_cache", o.train_cache.string()},
          {"val_cache", o.val_cache.string()},
          {"val_split", o.val_split},
+         {"val_cache_split", o.val_cache_split},
+         {"init_from", o.init_from.string()},
          {"out", o.out.string()},
          {"run_dir", o.run_dir.string()},
          {"epochs", o.epochs},
          {"batch_size", o.batch_size},
          {"learning_rate", o.learning_rate},
+         {"schedule", o.schedule},
+         {"warmup_epochs", o.warmup_epochs},
+         {"loss", o.loss},
          {"l2", o.l2},
+         {"weight_decay", o.weight_decay},
          {"seed", o.seed},
          {"augment", o.augment},
          {"augment_settings",
@@ -43,6 +49,7 @@ void to_json(nlohmann::json& j, const TrainOptions& o) {
            {"contrast", a.contrast},
            {"brightness", a.brightness}}},
          {"precision", o.precision},
+         {"weights_dtype", o.weights_dtype},
          {"threads", o.threads},
          {"input_size", o.input_size},
          {"steps_per_epoch", o.steps_per_epoch},
@@ -57,12 +64,18 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
     o.train_cache = j.value("train_cache", std::string());
     o.val_cache = j.value("val_cache", std::string());
     o.val_split = j.value("val_split", d.val_split);
+    o.val_cache_split = j.value("val_cache_split", d.val_cache_split);
+    o.init_from = j.value("init_from", std::string());
     o.out = j.value("out", std::string());
     o.run_dir = j.value("run_dir", std::string());
     o.epochs = j.value("epochs", d.epochs);
     o.batch_size = j.value("batch_size", d.batch_size);
     o.learning_rate = j.value("learning_rate", d.learning_rate);
+    o.schedule = j.value("schedule", d.schedule);
+    o.warmup_epochs = j.value("warmup_epochs", d.warmup_epochs);
+    o.loss = j.value("loss", d.loss);
     o.l2 = j.value("l2", d.l2);
+    o.weight_decay = j.value("weight_decay", d.weight_decay);
     o.seed = j.value("seed", d.seed);
     o.augment = j.value("augment", d.augment);
     if (j.contains("augment_settings")) {
@@ -75,6 +88,7 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
         o.augment_settings.brightness = a.value("brightness", da.brightness);
     }
     o.precision = j.value("precision", d.precision);
+    o.weights_dtype = j.value("weights_dtype", d.weights_dtype);
     o.threads = j.value("threads", d.threads);
     o.input_size = j.value("input_size", d.input_size);
     o.steps_per_epoch = j.value("steps_per_epoch", d.steps_per_epoch);
@@ -83,9 +97,10 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
 }
 
 void validate(const TrainOptions& o) {
-    if (o.arch != "shallow" && o.arch != "resnet50" && o.arch != "inceptionv4")
-        throw UsageError(
-            fmt::format("unknown arch '{}' (shallow, resnet50 or inceptionv4)", o.arch));
+    if (o.arch != "shallow" && o.arch != "resnet50" && o.arch != "inceptionv4" &&
+        o.arch != "resnet18")
+        throw UsageError(fmt::format(
+            "unknown arch '{}' (shallow, resnet50, inceptionv4 or resnet18)", o.arch));
     if (o.head != "flatten" && o.head != "gap")
         throw UsageError(fmt::format("unknown head '{}' (flatten or gap)", o.head));
     if (o.train_cache.empty()) throw UsageError("no training cache given");
@@ -100,9 +115,23 @@ void validate(const TrainOptions& o) {
             fmt::format("learning rate must be a positive number, not {}", o.learning_rate));
     if (!(o.l2 >= 0.0) || !std::isfinite(o.l2))
         throw UsageError(fmt::format("L2 factor must be >= 0, not {}", o.l2));
-    if (o.precision != "fp32")
-        throw UsageError(fmt::format(
-            "precision '{}' is not supported yet; training runs in fp32 only", o.precision));
+    if (!(o.val_cache_split >= 0.0 && o.val_cache_split < 1.0))
+        throw UsageError(
+            fmt::format("val_cache_split must be in [0, 1), not {}", o.val_cache_split));
+    if (o.schedule != "constant" && o.schedule != "cosine")
+        throw UsageError(fmt::format("unknown schedule '{}' (constant or cosine)", o.schedule));
+    if (!(o.warmup_epochs >= 0.0) || o.warmup_epochs > o.epochs)
+        throw UsageError(fmt::format("warm-up must be 0 to {} epochs, not {}", o.epochs,
+                                     o.warmup_epochs));
+    if (o.loss != "msle" && o.loss != "mae")
+        throw UsageError(fmt::format("unknown loss '{}' (msle or mae)", o.loss));
+    if (!(o.weight_decay >= 0.0) || !std::isfinite(o.weight_decay))
+        throw UsageError(fmt::format("weight decay must be >= 0, not {}", o.weight_decay));
+    if (o.precision != "fp32" && o.precision != "bf16")
+        throw UsageError(fmt::format("unknown precision '{}' (fp32 or bf16)", o.precision));
+    if (o.weights_dtype != "float32" && o.weights_dtype != "float16")
+        throw UsageError(
+            fmt::format("unknown weights dtype '{}' (float32 or float16)", o.weights_dtype));
     if (o.threads < 0) throw UsageError(fmt::format("threads must be >= 0, not {}", o.threads));
     if (o.input_size < 0 || (o.input_size > 0 && o.input_size < 32))
         throw UsageError(

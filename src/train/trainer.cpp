@@ -10,7 +10,10 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
+
+#include <ATen/autocast_mode.h>
 
 #include "train/batches.hpp"
 #include "train/checkpoint.hpp"
@@ -45,7 +48,7 @@ struct Run {
     std::filesystem::path dir;
     detail::TrainData data;
     BoneAgeNet net;
-    std::unique_ptr<torch::optim::Adam> optimizer;
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
     EarlyStopping stopping;
     detail::WeightSnapshot best;
     std::vector<EpochStats> history;
@@ -61,16 +64,95 @@ void use_threads(int threads) {
     torch::set_num_threads(threads > 0 ? threads : default_thread_count());
 }
 
-std::unique_ptr<torch::optim::Adam> make_adam(BoneAgeNetImpl& net, double lr) {
-    // Keras' Adam defaults: beta 0.9 / 0.999, epsilon 1e-7; no decoupled weight decay (the L2
-    // is part of the loss, on the named layer only).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(BoneAgeNetImpl& net,
+                                                        const TrainOptions& o) {
+    // Keras' Adam defaults: beta 0.9 / 0.999, epsilon 1e-7. Without weight decay the paper's
+    // plain Adam (its L2 is part of the loss, on the named layer only); with it, AdamW.
+    if (o.weight_decay > 0.0)
+        return std::make_unique<torch::optim::AdamW>(
+            net.parameters(), torch::optim::AdamWOptions(o.learning_rate)
+                                  .betas({0.9, 0.999})
+                                  .eps(1e-7)
+                                  .weight_decay(o.weight_decay));
     return std::make_unique<torch::optim::Adam>(
-        net.parameters(), torch::optim::AdamOptions(lr).betas({0.9, 0.999}).eps(1e-7));
+        net.parameters(), torch::optim::AdamOptions(o.learning_rate).betas({0.9, 0.999}).eps(1e-7));
 }
 
-void set_learning_rate(torch::optim::Adam& adam, double lr) {
-    for (auto& group : adam.param_groups())
-        static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+// The rate of `step` (from 1) of `epoch` (from 1): a pure function of the two, so a resumed
+// run follows the schedule exactly.
+double learning_rate_at(const TrainOptions& o, int epoch, int step, int steps) {
+    if (o.schedule != "cosine") return o.learning_rate;
+    const double done = static_cast<double>(epoch - 1) * steps + (step - 1);
+    const double total = static_cast<double>(o.epochs) * steps;
+    const double warm = o.warmup_epochs * steps;
+    if (done < warm) return o.learning_rate * (done + 1.0) / warm;
+    const double progress = (done - warm) / std::max(1.0, total - warm);
+    return o.learning_rate * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+torch::Tensor training_loss(const TrainOptions& o, const ModelConfig& config,
+                            const torch::Tensor& pred, const torch::Tensor& ages) {
+    if (o.loss == "mae") return scaled_mae_loss(pred, ages, config.label_scale);
+    return msle_loss(pred, ages);
+}
+
+// bf16 autocast on the CPU for one forward pass; the loss and the update stay in fp32.
+class CpuAutocast {
+public:
+    explicit CpuAutocast(bool enabled) : enabled_(enabled) {
+        if (!enabled_) return;
+        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+        at::autocast::set_cpu_enabled(true);
+    }
+    ~CpuAutocast() {
+        if (!enabled_) return;
+        at::autocast::set_cpu_enabled(false);
+        at::autocast::clear_cache();
+    }
+    CpuAutocast(const CpuAutocast&) = delete;
+    CpuAutocast& operator=(const CpuAutocast&) = delete;
+
+private:
+    bool enabled_;
+};
+
+// bf16 convolutions in oneDNN run fastest on channels-last tensors.
+torch::MemoryFormat activation_format(const TrainOptions& o) {
+    return o.precision == "bf16" ? torch::MemoryFormat::ChannelsLast
+                                 : torch::MemoryFormat::Contiguous;
+}
+
+void use_memory_format(BoneAgeNetImpl& net, const TrainOptions& o) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net.parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(activation_format(o)));
+}
+
+// Fine-tuning: every parameter and buffer of `net` from the model file `file`, which must be
+// of the same architecture, head and use of sex (the input size may differ where the head
+// does not depend on it).
+void copy_weights(const std::filesystem::path& file, const LoadedModel& from,
+                  BoneAgeNetImpl& net) {
+    torch::NoGradGuard no_grad;
+    auto source_params = from.net->named_parameters();
+    auto source_buffers = from.net->named_buffers();
+    auto copy = [&](const std::string& name, torch::Tensor& dst,
+                    const torch::OrderedDict<std::string, torch::Tensor>& source) {
+        const torch::Tensor* src = source.find(name);
+        if (!src || src->sizes() != dst.sizes())
+            throw UsageError(fmt::format(
+                "{}: cannot start from this model: its {} {} (at input size {}; the head "
+                "'gap' does not depend on the size)",
+                file.string(), name, src ? "has another shape" : "is missing",
+                from.meta.config.input_size));
+        dst.copy_(*src);
+    };
+    for (auto& p : net.named_parameters()) copy(p.key(), p.value(), source_params);
+    for (auto& b : net.named_buffers()) copy(b.key(), b.value(), source_buffers);
 }
 
 void check_validation(const Run& run) {
@@ -153,6 +235,7 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         detail::epoch_order(o.seed, epoch, rows.size(), run.order_rng);
     const int steps = detail::steps_in_epoch(rows.size(), o.batch_size, o.steps_per_epoch);
     if (cb.on_epoch_start) cb.on_epoch_start(epoch, o.epochs, steps);
+    stats.lr = learning_rate_at(o, epoch, 1, steps);
 
     // Dropout draws from torch's generator: seed it per epoch so a resumed run repeats it.
     torch::manual_seed(o.seed * 1000 + static_cast<std::uint64_t>(epoch));
@@ -168,9 +251,16 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         const detail::Batch b = detail::make_batch(
             *run.data.train, batch_rows, run.net->config().input_size, o, epoch, o.augment);
 
+        set_learning_rate(*run.optimizer, learning_rate_at(o, epoch, step, steps));
         run.optimizer->zero_grad();
-        const torch::Tensor pred = run.net->forward(b.images, b.sex).reshape({-1});
-        const torch::Tensor loss = msle_loss(pred, b.ages) + l2_penalty(*run.net, o.l2);
+        torch::Tensor pred;
+        {
+            CpuAutocast autocast(o.precision == "bf16");
+            pred = run.net->forward(b.images.contiguous(activation_format(o)), b.sex);
+        }
+        pred = pred.reshape({-1}).to(torch::kFloat32);
+        const torch::Tensor loss =
+            training_loss(o, run.net->config(), pred, b.ages) + l2_penalty(*run.net, o.l2);
         const double loss_value = loss.item<double>();
         if (!std::isfinite(loss_value)) diverged(run, epoch, step, steps, loss_value);
         loss.backward();
@@ -196,7 +286,9 @@ void validate_epoch(Run& run, EpochStats& stats) {
         measure(*run.net, *run.data.val, run.data.val_rows, run.options.batch_size);
     torch::NoGradGuard no_grad;
     stats.val_msle = m.msle;
-    stats.val_loss = m.msle + l2_penalty(*run.net, run.options.l2).item<double>();
+    const double loss =
+        run.options.loss == "mae" ? m.mae / run.net->config().label_scale : m.msle;
+    stats.val_loss = loss + l2_penalty(*run.net, run.options.l2).item<double>();
     stats.val_mae = m.mae;
     stats.val_rmse = m.rmse;
 }
@@ -207,7 +299,6 @@ void run_epochs(Run& run, const TrainCallbacks& cb) {
         const Clock::time_point t0 = Clock::now();
         EpochStats stats;
         stats.epoch = epoch;
-        stats.lr = run.optimizer->param_groups().front().options().get_lr();
         train_epoch(run, epoch, cb, stats);
         validate_epoch(run, stats);
         run.stopped_early =
@@ -237,6 +328,8 @@ nlohmann::json training_summary(const Run& run, double ms_per_step) {
         {"val_cache",
          o.val_cache.empty() ? nlohmann::json() : nlohmann::json(o.val_cache.string())},
         {"val_count", run.data.val_rows.size()},
+        {"train_rows_excluded", run.data.excluded},
+        {"init_from", o.init_from.empty() ? nlohmann::json() : nlohmann::json(o.init_from.string())},
         {"options", o},
         {"history", history},
         {"ms_per_step", ms_per_step}};
@@ -257,6 +350,7 @@ TrainResult finish(Run& run) {
     r.ms_per_step = median(run.step_ms);
 
     r.meta.config = run.net->config();
+    r.meta.weights_dtype = run.options.weights_dtype;
     r.meta.preprocess = run.data.train->settings();
     r.meta.training = training_summary(run, r.ms_per_step);
     r.meta.validation = {{"n", run.data.val_rows.size()}};
@@ -285,10 +379,27 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
     config.head = options.head;
     config.use_sex = options.use_sex;
     config.input_size = options.input_size > 0 ? options.input_size : run.data.train->image_size();
-    set_label_scaling(config, run.data);
+    std::optional<LoadedModel> start;
+    if (!options.init_from.empty()) {
+        start = load_model(options.init_from);
+        const ModelConfig& c = start->meta.config;
+        if (c.arch != config.arch || c.head != config.head || c.use_sex != config.use_sex)
+            throw UsageError(fmt::format(
+                "{}: cannot start from this model: it is {} with head {}{}, the run wants {} "
+                "with head {}{}",
+                options.init_from.string(), c.arch, c.head, c.use_sex ? " and sex" : "",
+                config.arch, config.head, config.use_sex ? " and sex" : ""));
+        // Its output already speaks in months through its own scaling: keep it.
+        config.label_offset = c.label_offset;
+        config.label_scale = c.label_scale;
+    } else {
+        set_label_scaling(config, run.data);
+    }
     torch::manual_seed(options.seed);  // the initial weights
     run.net = make_model(config);
-    run.optimizer = make_adam(*run.net, options.learning_rate);
+    if (start) copy_weights(options.init_from, *start, *run.net);
+    use_memory_format(*run.net, options);
+    run.optimizer = make_optimizer(*run.net, options);
 
     std::error_code ec;
     std::filesystem::create_directories(run.dir, ec);
@@ -317,8 +428,10 @@ TrainResult resume_training(const std::filesystem::path& run_dir, const ResumeOp
     check_validation(run);
     use_threads(options.threads);
     run.net = make_model(state.config);
-    run.optimizer = make_adam(*run.net, state.options.learning_rate);
+    use_memory_format(*run.net, options);
+    run.optimizer = make_optimizer(*run.net, state.options);
     detail::load_checkpoint_tensors(file, *run.net, *run.optimizer, run.best);
+    use_memory_format(*run.net, options);
     if (resume.learning_rate) set_learning_rate(*run.optimizer, *resume.learning_rate);
     run.history = std::move(state.history);
     run.step_ms = std::move(state.step_ms);

@@ -98,8 +98,8 @@ const Command train_command{
         auto a = std::make_shared<TrainArgs>();
         TrainOptions& o = a->options;
         EarlyStoppingOptions& es = o.early_stopping;
-        sub.add_option("--arch", o.arch, "shallow | resnet50 | inceptionv4")
-            ->check(CLI::IsMember({"shallow", "resnet50", "inceptionv4"}))
+        sub.add_option("--arch", o.arch, "shallow | resnet50 | inceptionv4 | resnet18")
+            ->check(CLI::IsMember({"shallow", "resnet50", "inceptionv4", "resnet18"}))
             ->capture_default_str();
         sub.add_option("--train", a->train_cache, "Prepared cache to train on (boneage prepare)")
             ->check(CLI::ExistingFile);
@@ -125,14 +125,61 @@ const Command train_command{
                        "Fraction of ids held out when --val is not given")
             ->check(CLI::Range(0.0, 0.99))
             ->capture_default_str();
+        sub.add_option("--val-cache-split", o.val_cache_split,
+                       "With --val: fraction of its ids that validate, by id hash (0: all); "
+                       "ids that validate never train")
+            ->check(CLI::Range(0.0, 0.99))
+            ->capture_default_str();
+        sub.add_option("--init-from", o.init_from,
+                       "Model file whose weights start the run (fine-tuning; same arch, head "
+                       "and use of sex)")
+            ->check(CLI::ExistingFile);
+        sub.add_option("--schedule", o.schedule,
+                       "Learning rate: constant | cosine (warm-up, then cosine decay to 0)")
+            ->check(CLI::IsMember({"constant", "cosine"}))
+            ->capture_default_str();
+        sub.add_option("--warmup-epochs", o.warmup_epochs, "Cosine: epochs of linear warm-up")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--loss", o.loss, "msle (the paper's) | mae (absolute error / age spread)")
+            ->check(CLI::IsMember({"msle", "mae"}))
+            ->capture_default_str();
+        sub.add_option("--weight-decay", o.weight_decay,
+                       "Decoupled weight decay on every weight (AdamW); 0: plain Adam")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--weights-dtype", o.weights_dtype,
+                       "Weights in the model file: float32 | float16 (half the size)")
+            ->check(CLI::IsMember({"float32", "float16"}))
+            ->capture_default_str();
+        AugmentSettings& aug = o.augment_settings;
+        sub.add_option("--rotation", aug.rotation_deg, "Augmentation: most rotation, degrees")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--shift", aug.shift, "Augmentation: most shift, fraction of the side")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--scale", aug.scale, "Augmentation: most zoom, fraction")
+            ->check(CLI::Range(0.0, 0.9))
+            ->capture_default_str();
+        sub.add_option("--contrast", aug.contrast, "Augmentation: most contrast change, fraction")
+            ->check(CLI::Range(0.0, 0.9))
+            ->capture_default_str();
+        sub.add_option("--brightness", aug.brightness,
+                       "Augmentation: most brightness change, fraction of full scale")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
         sub.add_option("--head", o.head, "flatten (the paper's) | gap (global average pooling)")
             ->check(CLI::IsMember({"flatten", "gap"}))
             ->capture_default_str();
         sub.add_flag("--use-sex", o.use_sex, "Feed sex into the head");
         sub.add_flag("--augment,!--no-augment", o.augment,
-                     "Random rotation ±10°, shift ±5%, scale ±5%, contrast and brightness ±10% "
-                     "(default: on)");
-        sub.add_option("--precision", o.precision, "Arithmetic precision (fp32 only for now)")
+                     "Random rotation, shift, scale, contrast and brightness within the ranges "
+                     "below (default: on)");
+        sub.add_option("--precision", o.precision,
+                       "fp32 | bf16 (autocast, fp32 master weights; fast where the CPU has "
+                       "native bf16)")
+            ->check(CLI::IsMember({"fp32", "bf16"}))
             ->capture_default_str();
         sub.add_option("--threads", o.threads, "Torch threads (0: all cores)")
             ->check(CLI::NonNegativeNumber)
