@@ -1,5 +1,6 @@
 // Bone age of single radiographs with a trained model: the model file's own preprocessing,
-// then the network in evaluation mode, in batches.
+// then the network in evaluation mode, in batches, through the inference fast path
+// (fast_path.hpp: folded batch norms, bf16 where the CPU has it natively, fp32 head).
 //
 //   boneage::Predictor p(boneage::load_model("model.bin"));
 //   boneage::PredictRequest r;  r.male = true;
@@ -7,6 +8,7 @@
 //   if (out[0].ok()) std::cout << out[0].bone_age_months;
 #pragma once
 
+#include <boneage/fast_path.hpp>
 #include <boneage/model.hpp>
 #include <boneage/preprocess.hpp>
 
@@ -16,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,25 +54,30 @@ struct Prediction {
     int width = 0;                    // original image size, pixels
     int height = 0;
     std::vector<std::string> warnings;  // from preprocessing and from prediction
+    std::string precision;            // "fp32" or "bf16": what the network ran in (ok only)
 
     bool ok() const { return status == "ok"; }
 };
 
 // {path, status, message, bone_age_months, raw_months, male, sex_averaged,
 //  chronological_age_months, z_score, box [x,y,w,h], method, confidence, width, height,
-//  warnings}; absent values are null.
+//  warnings, precision}; absent values are null.
 void to_json(nlohmann::json& j, const Prediction& p);
 
 struct PredictorOptions {
     int batch = 16;     // images per forward pass
     int threads = 0;    // threads decoding and preprocessing (0: one per core)
+    // What the network's trunk runs in; Auto is bf16 where the CPU computes it natively, else
+    // fp32. bf16 stays within about a quarter month of fp32 and is several times faster there.
+    Precision precision = Precision::Auto;
 };
 
 // Runs one loaded model. Not thread-safe: one Predictor per thread.
 class Predictor {
 public:
-    // Takes the model and puts it in evaluation mode. Throws boneage::Error (BadModel) when the
-    // model's input size or its preprocessing output size is not positive.
+    // Takes the model, puts it in evaluation mode and prepares a FastModel from a copy of it
+    // (the model itself keeps its weights). Throws boneage::Error (BadModel) when the model's
+    // input size or its preprocessing output size is not positive.
     explicit Predictor(LoadedModel model, PredictorOptions options = {});
 
     const LoadedModel& model() const { return model_; }
@@ -79,6 +87,8 @@ public:
     // Side of the preprocessed images, settings().output_size. When it differs from
     // input_size() the batch is resized as training resized it (resize_batch in train.hpp).
     int image_size() const { return model_.meta.preprocess.output_size; }
+    // The precision the network runs in: options.precision resolved, never Auto.
+    Precision precision() const;
 
     // Months for already preprocessed images (image_size() x image_size() uint8 each), one
     // forward pass per `batch`. `male[i]` is the sex of image i; when the model uses sex and
@@ -103,6 +113,7 @@ private:
 
     LoadedModel model_;
     PredictorOptions options_;
+    std::unique_ptr<FastModel> fast_;  // built once from model_.net; runs every forward pass
 };
 
 }  // namespace boneage

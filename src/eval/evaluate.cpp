@@ -30,6 +30,7 @@ Evaluation evaluate(Predictor& predictor, const EvalSet& set, const std::filesys
     e.arch = model.meta.config.arch;
     e.head = model.meta.config.head;
     e.uses_sex = predictor.uses_sex();
+    e.precision = to_string(predictor.precision());
     std::error_code ec;
     if (!model_file.empty()) {
         auto bytes = std::filesystem::file_size(model_file, ec);
@@ -91,7 +92,8 @@ void to_json(nlohmann::json& j, const Evaluation& e) {
              {"failed", failed},
              {"warnings", e.warnings},
              {"seconds", e.seconds},
-             {"validation", e.validation}};
+             {"validation", e.validation},
+             {"precision", e.precision}};
 }
 
 }  // namespace boneage

@@ -1,5 +1,5 @@
-// The predictor: a model file's own preprocessing, then the network in evaluation mode, in
-// batches, with per-input failures kept per input.
+// The predictor: a model file's own preprocessing, then the network prepared once by FastModel
+// (in the precision asked for), in batches, with per-input failures kept per input.
 #include <boneage/predict.hpp>
 
 #include <boneage/error.hpp>
@@ -19,20 +19,13 @@ namespace boneage {
 
 namespace {
 
-torch::Device model_device(const BoneAgeNet& net) {
-    for (const auto& p : net->parameters()) return p.device();
-    return torch::kCPU;
-}
-
 // One forward pass on `size` px images already on the host; returns N months.
-std::vector<double> forward(const BoneAgeNet& net, const std::vector<const std::uint8_t*>& images,
+std::vector<double> forward(FastModel& fast, const std::vector<const std::uint8_t*>& images,
                             int size, const std::vector<float>& sex) {
-    torch::Device device = model_device(net);
     // The same resize training applied when the model's input differs from the cache's.
-    torch::Tensor x = resize_batch(images_to_tensor(images, size), net->config().input_size);
-    x = x.to(device);
-    torch::Tensor s = torch::tensor(sex, torch::kFloat32).to(device);
-    torch::Tensor y = net->forward(x, s).reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
+    torch::Tensor x = resize_batch(images_to_tensor(images, size), fast.config().input_size);
+    torch::Tensor s = torch::tensor(sex, torch::kFloat32);
+    torch::Tensor y = fast.infer(x, s).reshape({-1}).to(torch::kCPU, torch::kFloat64).contiguous();
     if (y.size(0) != static_cast<std::int64_t>(images.size()))
         throw Error(ErrorKind::Internal, fmt::format("the model returned {} outputs for {} images",
                                                      y.size(0), images.size()));
@@ -52,15 +45,16 @@ Predictor::Predictor(LoadedModel model, PredictorOptions options)
                                 model_.meta.preprocess.output_size));
     options_.batch = std::max(1, options_.batch);
     model_.net->eval();
+    fast_ = std::make_unique<FastModel>(model_.net, options_.precision);
 }
+
+Precision Predictor::precision() const { return fast_->precision(); }
 
 std::vector<double> Predictor::predict_preprocessed(const std::vector<const std::uint8_t*>& images,
                                                     const std::vector<bool>& male) {
     if (!male.empty() && male.size() != images.size())
         throw Error(ErrorKind::Usage, fmt::format("{} sexes given for {} images", male.size(),
                                                   images.size()));
-    torch::NoGradGuard no_grad;
-    model_.net->eval();
     const int size = image_size();
     const bool average = uses_sex() && male.empty();
     std::vector<double> out;
@@ -72,16 +66,16 @@ std::vector<double> Predictor::predict_preprocessed(const std::vector<const std:
         std::vector<double> months;
         if (average) {
             // Sex unknown: the mean of both readings, the least wrong single answer.
-            std::vector<double> as_male = forward(model_.net, chunk, size,
-                                                  std::vector<float>(chunk.size(), 1.0f));
-            months = forward(model_.net, chunk, size, std::vector<float>(chunk.size(), 0.0f));
+            std::vector<double> as_male =
+                forward(*fast_, chunk, size, std::vector<float>(chunk.size(), 1.0f));
+            months = forward(*fast_, chunk, size, std::vector<float>(chunk.size(), 0.0f));
             for (std::size_t i = 0; i < months.size(); ++i)
                 months[i] = 0.5 * (months[i] + as_male[i]);
         } else {
             std::vector<float> sex(chunk.size(), 0.0f);
             for (std::size_t i = 0; i < chunk.size() && !male.empty(); ++i)
                 sex[i] = male[start + i] ? 1.0f : 0.0f;
-            months = forward(model_.net, chunk, size, sex);
+            months = forward(*fast_, chunk, size, sex);
         }
         out.insert(out.end(), months.begin(), months.end());
     }
@@ -105,6 +99,7 @@ Prediction Predictor::finish(Prediction p, double raw, const PredictRequest& req
         p.message = "the model returned a non-finite value";
         return p;
     }
+    p.precision = to_string(precision());
     p.bone_age_months = std::clamp(raw, kMinBoneAgeMonths, kMaxBoneAgeMonths);
     if (p.bone_age_months != raw)
         p.warnings.push_back(fmt::format("the model's output {:.1f} months lies outside {:.0f}-{:.0f}; "
@@ -223,6 +218,7 @@ void to_json(nlohmann::json& j, const Prediction& p) {
         j["height"] = nullptr;
     }
     j["warnings"] = p.warnings;
+    j["precision"] = p.precision.empty() ? json(nullptr) : json(p.precision);
 }
 
 }  // namespace boneage

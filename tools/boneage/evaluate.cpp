@@ -30,6 +30,7 @@ struct EvaluateArgs {
     int batch = 16;                    // images per forward pass
     int threads = 0;                   // preprocessing threads (0: one per core)
     int samples = 8;                   // images on the report's sample sheet
+    std::string precision = "auto";    // auto | fp32 | bf16
 };
 
 std::vector<std::filesystem::path> resolve_models(const std::vector<std::string>& given) {
@@ -54,6 +55,7 @@ void print_text(const std::vector<Evaluation>& evals) {
 }
 
 int run_evaluate(const EvaluateArgs& args) {
+    const Precision precision = parse_precision(args.precision);  // a bad name fails first
     if (args.cache.empty() && (args.images.empty() || args.labels.empty()))
         throw UsageError("evaluate needs --images DIR and --labels CSV, or --cache FILE");
     if (!args.cache.empty() && (!args.images.empty() || !args.labels.empty()))
@@ -74,6 +76,7 @@ int run_evaluate(const EvaluateArgs& args) {
         PredictorOptions options;
         options.batch = args.batch;
         options.threads = args.threads;
+        options.precision = precision;
         Predictor predictor(load_model(file), options);
         // Models preprocessed alike share one pass over the images.
         nlohmann::json wanted = predictor.settings();
@@ -97,7 +100,8 @@ int run_evaluate(const EvaluateArgs& args) {
         evals.push_back(evaluate(predictor, *set, file, [&bar](std::size_t done, std::size_t) {
             bar.update(done);
         }));
-        bar.finish(fmt::format("{}: MAE {:.2f} months", evals.back().model, evals.back().metrics.mae));
+        bar.finish(fmt::format("{}: MAE {:.2f} months ({})", evals.back().model,
+                               evals.back().metrics.mae, evals.back().precision));
     }
 
     if (args.format == "json") {
@@ -148,6 +152,10 @@ const Command evaluate_command{
             ->capture_default_str();
         sub.add_option("--threads", args->threads, "preprocessing threads (0: one per core)")
             ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--precision", args->precision,
+                       "network precision: auto (bf16 where the CPU has it natively), fp32 or "
+                       "bf16; json output records the one used")
             ->capture_default_str();
         sub.add_option("--samples", args->samples, "images on the report's sample sheet")
             ->check(CLI::Range(1, 64))

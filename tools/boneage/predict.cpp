@@ -25,6 +25,7 @@ struct PredictArgs {
     std::string format = "text";       // text | json | csv
     int batch = 16;                    // images per forward pass
     int threads = 0;                   // preprocessing threads (0: one per core)
+    std::string precision = "auto";    // auto | fp32 | bf16
     std::vector<std::string> inputs;   // radiographs
 };
 
@@ -97,10 +98,11 @@ void print_text(const std::vector<Prediction>& results) {
 }
 
 int run_predict(const PredictArgs& args) {
-    std::filesystem::path model_file = resolve_model(args.model);
     PredictorOptions options;
+    options.precision = parse_precision(args.precision);  // a bad name fails before any work
     options.batch = args.batch;
     options.threads = args.threads;
+    std::filesystem::path model_file = resolve_model(args.model);
     Predictor predictor(load_model(model_file), options);
 
     PredictRequest request;
@@ -151,6 +153,10 @@ const Command predict_command{
             ->capture_default_str();
         sub.add_option("--threads", args->threads, "preprocessing threads (0: one per core)")
             ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--precision", args->precision,
+                       "network precision: auto (bf16 where the CPU has it natively), fp32 or "
+                       "bf16; json output records the one used")
             ->capture_default_str();
         sub.add_option("inputs", args->inputs, "radiograph files")->required();
         return [args] { return run_predict(*args); };
