@@ -8,6 +8,7 @@
 #include "support.hpp"
 
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -315,6 +316,20 @@ TEST(Report, WritesTheTableThePredictionsAndTheFigures) {
     EXPECT_NE(md.find("| second | shallow |"), std::string::npos);
     EXPECT_NE(md.find("ms/step"), std::string::npos);
     EXPECT_NE(md.find("4242"), std::string::npos);  // the missing image is reported
+
+    // The table by sex: the first model's female row from its own items.
+    double abs_sum = 0.0;
+    std::size_t girls = 0;
+    for (const ItemResult& r : evals[0].items)
+        if (!r.male) {
+            abs_sum += std::abs(r.error());
+            ++girls;
+        }
+    ASSERT_GT(girls, 0u);
+    ASSERT_LT(girls, evals[0].items.size());
+    EXPECT_NE(md.find(fmt::format("| female | {} | {:.2f} |", girls, abs_sum / double(girls))),
+              std::string::npos)
+        << md;
 
     std::ifstream csv(files.predictions);
     std::string header;

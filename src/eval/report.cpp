@@ -102,6 +102,37 @@ std::string band_table(const std::vector<Evaluation>& evals) {
     return md.str();
 }
 
+// MAE and RMSE for girls and boys apart: a model can be good on average and biased for one.
+std::string sex_table(const std::vector<Evaluation>& evals) {
+    std::ostringstream md;
+    md << "| sex | n |";
+    for (const Evaluation& e : evals) md << " MAE " << e.model << " | RMSE " << e.model << " |";
+    md << "\n| --- | ---: |";
+    for (std::size_t i = 0; i < evals.size(); ++i) md << " ---: | ---: |";
+    md << '\n';
+    for (const bool male : {false, true}) {
+        std::size_t n = 0;
+        std::string cells;
+        for (const Evaluation& e : evals) {
+            std::vector<double> truth, predicted;
+            for (const ItemResult& r : e.items)
+                if (r.male == male) {
+                    truth.push_back(r.true_months);
+                    predicted.push_back(r.predicted_months);
+                }
+            n = std::max(n, truth.size());
+            if (truth.empty()) {
+                cells += " - | - |";
+                continue;
+            }
+            const Metrics m = compute_metrics(truth, predicted);
+            cells += fmt::format(" {:.2f} | {:.2f} |", m.mae, m.rmse);
+        }
+        md << "| " << (male ? "male" : "female") << " | " << n << " |" << cells << '\n';
+    }
+    return md.str();
+}
+
 std::string json_number(const nlohmann::json& j, const char* key, const char* format) {
     auto it = j.find(key);
     return it != j.end() && it->is_number() ? fmt::format(fmt::runtime(format), it->get<double>())
@@ -213,6 +244,7 @@ ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Eva
         md << "\n## Error by age band\n\n" << band_table(evals);
         figures::age_band_chart(evals, labels, work, figure("age_bands.png"));
         md << "\n![age bands](age_bands.png)\n";
+        md << "\n## Error by sex\n\n" << sex_table(evals);
 
         if (set && !set->samples.empty()) {
             cv::Mat sheet = sample_sheet(*set, &evals.front(), options.sample_count);
@@ -224,6 +256,7 @@ ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Eva
         }
     } else {
         md << "\n## Error by age band\n\n" << band_table(evals);
+        md << "\n## Error by sex\n\n" << sex_table(evals);
     }
     md << recorded_validation(evals) << failures(evals);
     md << "\nEvery prediction: [predictions.csv](predictions.csv).\n";

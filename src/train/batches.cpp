@@ -71,14 +71,14 @@ int steps_in_epoch(std::size_t count, int batch_size, int steps_per_epoch) {
 }
 
 Batch make_batch(const PreparedCache& cache, const std::vector<std::size_t>& rows, int input_size,
-                 const TrainOptions& options, int epoch, bool augment) {
+                 const TrainOptions& options, int epoch, bool augment, int threads) {
     const int size = cache.image_size();
     const std::size_t pixels = static_cast<std::size_t>(size) * size;
     std::vector<const std::uint8_t*> images(rows.size());
     std::vector<std::uint8_t> augmented;
     if (augment) {
         augmented.resize(rows.size() * pixels);
-        parallel_for(rows.size(), 0, [&](std::size_t i) {
+        parallel_for(rows.size(), threads, [&](std::size_t i) {
             const Augmentation a =
                 draw_augmentation(options.seed, epoch, rows[i], options.augment_settings);
             augment_image(cache.image(rows[i]), size, a, augmented.data() + i * pixels);

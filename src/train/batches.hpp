@@ -43,8 +43,9 @@ struct Batch {
     torch::Tensor sex;     // N, 1 male 0 female, float
 };
 
-// The batch of cache rows `rows`; augmented per (seed, epoch, row) when `augment` is set.
+// The batch of cache rows `rows`; augmented per (seed, epoch, row) when `augment` is set, on
+// `threads` threads (0: one per core).
 Batch make_batch(const PreparedCache& cache, const std::vector<std::size_t>& rows, int input_size,
-                 const TrainOptions& options, int epoch, bool augment);
+                 const TrainOptions& options, int epoch, bool augment, int threads = 0);
 
 }  // namespace boneage::detail

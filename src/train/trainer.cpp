@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -242,14 +243,21 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
     run.net->train();
     double loss_sum = 0.0, abs_sum = 0.0, seen = 0.0;
     std::vector<double> epoch_ms;
-    for (int step = 1; step <= steps; ++step) {
-        const Clock::time_point t0 = Clock::now();
+    // The next batch is read and augmented on a worker thread while this step runs; what a
+    // batch holds depends only on (seed, epoch, rows), so the overlap changes no result.
+    auto load = [&](int step) {
         const std::size_t begin = static_cast<std::size_t>(step - 1) * o.batch_size;
         const std::size_t end = std::min(order.size(), begin + o.batch_size);
         std::vector<std::size_t> batch_rows;
         for (std::size_t i = begin; i < end; ++i) batch_rows.push_back(rows[order[i]]);
-        const detail::Batch b = detail::make_batch(
-            *run.data.train, batch_rows, run.net->config().input_size, o, epoch, o.augment);
+        return detail::make_batch(*run.data.train, batch_rows, run.net->config().input_size, o,
+                                  epoch, o.augment, /*threads=*/1);
+    };
+    std::future<detail::Batch> next = std::async(std::launch::async, load, 1);
+    for (int step = 1; step <= steps; ++step) {
+        const Clock::time_point t0 = Clock::now();  // a wait for the loader counts too
+        const detail::Batch b = next.get();
+        if (step < steps) next = std::async(std::launch::async, load, step + 1);
 
         set_learning_rate(*run.optimizer, learning_rate_at(o, epoch, step, steps));
         run.optimizer->zero_grad();
@@ -266,7 +274,7 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         loss.backward();
         run.optimizer->step();
 
-        const double n = static_cast<double>(batch_rows.size());
+        const double n = static_cast<double>(b.ages.size(0));
         loss_sum += loss_value * n;
         abs_sum += (pred.detach() - b.ages).abs().sum().item<double>();
         seen += n;
