@@ -27,4 +27,19 @@ struct Command {
 
 const std::vector<const Command*>& commands();
 
+// The options every command that runs the network shares: --batch, --threads, --precision.
+inline void add_inference_options(CLI::App& sub, int& batch, int& threads,
+                                  std::string& precision) {
+    sub.add_option("--batch", batch, "images per forward pass")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    sub.add_option("--threads", threads, "preprocessing threads (0: one per core)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    sub.add_option("--precision", precision,
+                   "network precision: auto (bf16 where the CPU has it natively), fp32 or "
+                   "bf16; json output records the one used")
+        ->capture_default_str();
+}
+
 }  // namespace boneage::cli

@@ -147,16 +147,7 @@ const Command evaluate_command{
             ->capture_default_str();
         sub.add_option("--report", args->report,
                        "write DIR/report.md, figures and predictions.csv");
-        sub.add_option("--batch", args->batch, "images per forward pass")
-            ->check(CLI::Range(1, 4096))
-            ->capture_default_str();
-        sub.add_option("--threads", args->threads, "preprocessing threads (0: one per core)")
-            ->check(CLI::NonNegativeNumber)
-            ->capture_default_str();
-        sub.add_option("--precision", args->precision,
-                       "network precision: auto (bf16 where the CPU has it natively), fp32 or "
-                       "bf16; json output records the one used")
-            ->capture_default_str();
+        add_inference_options(sub, args->batch, args->threads, args->precision);
         sub.add_option("--samples", args->samples, "images on the report's sample sheet")
             ->check(CLI::Range(1, 64))
             ->capture_default_str();

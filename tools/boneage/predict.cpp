@@ -148,16 +148,7 @@ const Command predict_command{
         sub.add_option("--format", args->format, "output format: text, json (one array) or csv")
             ->check(CLI::IsMember({"text", "json", "csv"}))
             ->capture_default_str();
-        sub.add_option("--batch", args->batch, "images per forward pass")
-            ->check(CLI::Range(1, 4096))
-            ->capture_default_str();
-        sub.add_option("--threads", args->threads, "preprocessing threads (0: one per core)")
-            ->check(CLI::NonNegativeNumber)
-            ->capture_default_str();
-        sub.add_option("--precision", args->precision,
-                       "network precision: auto (bf16 where the CPU has it natively), fp32 or "
-                       "bf16; json output records the one used")
-            ->capture_default_str();
+        add_inference_options(sub, args->batch, args->threads, args->precision);
         sub.add_option("inputs", args->inputs, "radiograph files")->required();
         return [args] { return run_predict(*args); };
     }};
