@@ -133,6 +133,10 @@ BoneAgeNet bench_model(const BenchArgs& a, const std::string& arch) {
     c.input_size = a.input_size;
     c.label_offset = 120.0;
     c.label_scale = 40.0;
+    if (arch == "resnet18") {  // as the bundled model: the compact head, with sex
+        c.head = "gap";
+        c.use_sex = true;
+    }
     return make_model(c);
 }
 
@@ -292,9 +296,9 @@ const Command bench_command{
         sub.add_option("--tests", a->tests, "Rows to run: preprocess, infer, train")
             ->delimiter(',')
             ->capture_default_str();
-        sub.add_option("--arch", a->archs, "Architectures: shallow, resnet50, inceptionv4")
+        sub.add_option("--arch", a->archs, "Architectures: shallow, resnet50, inceptionv4, resnet18 (as bundled: gap, sex)")
             ->delimiter(',')
-            ->check(CLI::IsMember({"shallow", "resnet50", "inceptionv4"}))
+            ->check(CLI::IsMember({"shallow", "resnet50", "inceptionv4", "resnet18"}))
             ->capture_default_str();
         sub.add_option("--precision", a->precisions,
                        "Precisions: fp32, bf16 (skipped without native bf16), auto, eager (the "
