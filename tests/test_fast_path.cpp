@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "model_support.hpp"
+
 namespace {
 
 using boneage::FastModel;
@@ -58,15 +60,7 @@ boneage::BoneAgeNet realistic_model(const std::string& arch, int size, bool use_
     c.label_offset = 120.0;
     c.label_scale = 40.0;
     boneage::BoneAgeNet net = boneage::make_model(c);
-    torch::NoGradGuard no_grad;
-    for (auto& m : net->modules(false)) {
-        if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
-            bn->running_mean.uniform_(-0.1, 0.1);
-            bn->running_var.uniform_(0.5, 2.0);
-            bn->weight.uniform_(0.5, 1.0);
-            bn->bias.uniform_(-0.1, 0.1);
-        }
-    }
+    boneage::test::randomise_batch_norms(*net);
     net->eval();
     return net;
 }

@@ -8,7 +8,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "model_support.hpp"
+
 namespace {
+
+using boneage::test::eval_forward;
 
 using boneage::ModelConfig;
 using std::int64_t;
@@ -95,13 +99,6 @@ ModelConfig config(const std::string& arch, const std::string& head = "flatten",
     return c;
 }
 
-torch::Tensor forward(boneage::BoneAgeNet& net, const torch::Tensor& images,
-                      const torch::Tensor& sex) {
-    torch::NoGradGuard no_grad;
-    net->eval();
-    return net->forward(images, sex);
-}
-
 torch::Tensor images(int64_t n, int64_t size, std::uint64_t seed = 1) {
     torch::manual_seed(seed);
     return torch::rand({n, 1, size, size});
@@ -114,14 +111,14 @@ TEST(ModelCounts, ReferenceFiguresAgreeWithTheBlockSums) {
 
 TEST(ShallowModel, BuildsAt320WithOneOutputPerImageAndTheExpectedParameters) {
     auto net = boneage::make_model(config("shallow"));
-    EXPECT_EQ(forward(net, images(3, 320), {}).sizes(), (std::vector<int64_t>{3}));
+    EXPECT_EQ(eval_forward(net, images(3, 320), {}).sizes(), (std::vector<int64_t>{3}));
     const int64_t features = 20 * 20 * 64;  // 320 / 2^4 = 20
     EXPECT_EQ(boneage::parameter_count(*net), shallow_trunk() + dense_stack(features, {32, 16}));
 }
 
 TEST(ResNet50Model, BuildsAt320WithOneOutputPerImageAndTheExpectedParameters) {
     auto net = boneage::make_model(config("resnet50"));
-    EXPECT_EQ(forward(net, images(1, 320), {}).sizes(), (std::vector<int64_t>{1}));
+    EXPECT_EQ(eval_forward(net, images(1, 320), {}).sizes(), (std::vector<int64_t>{1}));
     const int64_t features = 10 * 10 * 2048;  // 320 / 32 = 10
     EXPECT_EQ(boneage::parameter_count(*net),
               kResNet50Trunk + dense_stack(features, {256, 128, 64, 32}));
@@ -129,7 +126,7 @@ TEST(ResNet50Model, BuildsAt320WithOneOutputPerImageAndTheExpectedParameters) {
 
 TEST(InceptionV4Model, BuildsAt320WithAn8x8x1536FeatureMapAndTheExpectedParameters) {
     auto net = boneage::make_model(config("inceptionv4"));
-    EXPECT_EQ(forward(net, images(1, 320), {}).sizes(), (std::vector<int64_t>{1}));
+    EXPECT_EQ(eval_forward(net, images(1, 320), {}).sizes(), (std::vector<int64_t>{1}));
     // 320 -> 159 -> 157 (stem convs) -> 78 (Mixed_3a) -> 76 (Mixed_4a) -> 37 (Mixed_5a)
     // -> 18 (reduction_a) -> 8 (reduction_b), valid 3x3 windows throughout.
     EXPECT_EQ(boneage::parameter_count(*net), inceptionv4_trunk() + dense(8 * 8 * 1536, 1));
@@ -138,12 +135,12 @@ TEST(InceptionV4Model, BuildsAt320WithAn8x8x1536FeatureMapAndTheExpectedParamete
 TEST(ModelHeads, GapAveragesTheFeatureMapBeforeTheSameDenseStack) {
     auto shallow = boneage::make_model(config("shallow", "gap"));
     EXPECT_EQ(boneage::parameter_count(*shallow), shallow_trunk() + dense_stack(64, {32, 16}));
-    EXPECT_EQ(forward(shallow, images(2, 320), {}).sizes(), (std::vector<int64_t>{2}));
+    EXPECT_EQ(eval_forward(shallow, images(2, 320), {}).sizes(), (std::vector<int64_t>{2}));
 
     auto resnet = boneage::make_model(config("resnet50", "gap"));
     EXPECT_EQ(boneage::parameter_count(*resnet),
               kResNet50Trunk + dense_stack(2048, {256, 128, 64, 32}));
-    EXPECT_EQ(forward(resnet, images(2, 320), {}).sizes(), (std::vector<int64_t>{2}));
+    EXPECT_EQ(eval_forward(resnet, images(2, 320), {}).sizes(), (std::vector<int64_t>{2}));
 
     auto inception = boneage::make_model(config("inceptionv4", "gap"));
     EXPECT_EQ(boneage::parameter_count(*inception), inceptionv4_trunk() + dense(1536, 1));
@@ -165,19 +162,22 @@ TEST(ModelHeads, OutputDependsOnSexOnlyWhenSexIsAnInput) {
     for (const char* arch : {"shallow", "resnet50", "inceptionv4"}) {
         torch::manual_seed(7);
         auto with_sex = boneage::make_model(config(arch, "gap", true, 96));
-        const torch::Tensor a = forward(with_sex, x, male), b = forward(with_sex, x, female);
+        const torch::Tensor a = eval_forward(with_sex, x, male),
+                            b = eval_forward(with_sex, x, female);
         EXPECT_GT((a - b).abs().max().item<float>(), 1e-6f) << arch;
 
         auto without = boneage::make_model(config(arch, "gap", false, 96));
-        EXPECT_TRUE(torch::equal(forward(without, x, male), forward(without, x, female))) << arch;
-        EXPECT_TRUE(torch::equal(forward(without, x, male), forward(without, x, {}))) << arch;
+        EXPECT_TRUE(torch::equal(eval_forward(without, x, male), eval_forward(without, x, female)))
+            << arch;
+        EXPECT_TRUE(torch::equal(eval_forward(without, x, male), eval_forward(without, x, {})))
+            << arch;
     }
 }
 
 TEST(ModelHeads, SexIsRequiredWhenItIsAnInput) {
     auto net = boneage::make_model(config("shallow", "gap", true, 64));
-    EXPECT_THROW(forward(net, images(2, 64), {}), c10::Error);
-    EXPECT_THROW(forward(net, images(2, 64), torch::ones({3})), c10::Error);
+    EXPECT_THROW(eval_forward(net, images(2, 64), {}), c10::Error);
+    EXPECT_THROW(eval_forward(net, images(2, 64), torch::ones({3})), c10::Error);
 }
 
 TEST(ModelL2, ReturnsExactlyThePapersNamedDenseLayer) {
@@ -227,7 +227,8 @@ TEST(ModelOutput, IsScaledAndOffsetToMonths) {
     torch::manual_seed(3);
     auto b = boneage::make_model(scaled);
     const torch::Tensor x = images(4, 64);
-    EXPECT_TRUE(torch::allclose(forward(b, x, {}), forward(a, x, {}) * 40.0 + 120.0, 1e-5, 1e-4));
+    EXPECT_TRUE(
+        torch::allclose(eval_forward(b, x, {}), eval_forward(a, x, {}) * 40.0 + 120.0, 1e-5, 1e-4));
 }
 
 TEST(ModelFactory, RejectsUnknownArchitecturesHeadsAndTinyInputs) {
@@ -239,8 +240,8 @@ TEST(ModelFactory, RejectsUnknownArchitecturesHeadsAndTinyInputs) {
 
 TEST(ModelInputs, WrongImageSizeIsRejected) {
     auto net = boneage::make_model(config("shallow", "gap", false, 64));
-    EXPECT_THROW(forward(net, images(1, 65), {}), c10::Error);
-    EXPECT_THROW(forward(net, torch::rand({1, 3, 64, 64}), {}), c10::Error);
+    EXPECT_THROW(eval_forward(net, images(1, 65), {}), c10::Error);
+    EXPECT_THROW(eval_forward(net, torch::rand({1, 3, 64, 64}), {}), c10::Error);
 }
 
 TEST(ImagesToTensor, MapsBytesToUnitFloatsInImageOrder) {

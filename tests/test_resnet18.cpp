@@ -13,7 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "model_support.hpp"
+
 namespace {
+
+using boneage::test::eval_forward;
 
 using boneage::ModelConfig;
 using std::int64_t;
@@ -54,25 +58,11 @@ ModelConfig config(const std::string& head, bool use_sex, int size) {
     return c;
 }
 
-torch::Tensor forward(boneage::BoneAgeNet& net, const torch::Tensor& images,
-                      const torch::Tensor& sex) {
-    torch::NoGradGuard no_grad;
-    net->eval();
-    return net->forward(images, sex);
-}
-
 // Batch norm statistics and an output layer drawn at random, so the head contributes and a
 // wrong batch-norm folding shows.
 void randomise(boneage::BoneAgeNet& net) {
+    boneage::test::randomise_batch_norms(*net);
     torch::NoGradGuard no_grad;
-    for (auto& m : net->modules(false)) {
-        if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
-            bn->running_mean.uniform_(-0.1, 0.1);
-            bn->running_var.uniform_(0.5, 2.0);
-            bn->weight.uniform_(0.5, 1.0);
-            bn->bias.uniform_(-0.1, 0.1);
-        }
-    }
     auto p = net->named_parameters();
     p["head.output.weight"].normal_(0.0, 0.1);
     p["head.output.bias"].fill_(0.05);
@@ -88,7 +78,7 @@ TEST(ResNet18Model, GapHeadWithSexAt320HasTheExpectedParametersAndOneOutputPerIm
     EXPECT_EQ(boneage::parameter_count(*net), resnet18_trunk() + head);
     torch::manual_seed(1);
     const torch::Tensor y =
-        forward(net, torch::rand({2, 1, 320, 320}), torch::tensor({1.0f, 0.0f}));
+        eval_forward(net, torch::rand({2, 1, 320, 320}), torch::tensor({1.0f, 0.0f}));
     EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2}));
 }
 
@@ -98,7 +88,8 @@ TEST(ResNet18Model, FlattenHeadTakesTheWholeFeatureMap) {
     EXPECT_EQ(boneage::parameter_count(*net),
               resnet18_trunk() + dense(4 * 4 * 512, 256) + dense(256, 1));
     torch::manual_seed(2);
-    EXPECT_EQ(forward(net, torch::rand({3, 1, 128, 128}), {}).sizes(), (std::vector<int64_t>{3}));
+    EXPECT_EQ(eval_forward(net, torch::rand({3, 1, 128, 128}), {}).sizes(),
+              (std::vector<int64_t>{3}));
     // Padded windows never empty the map: 16 -> 8 -> 4 -> 4, 2, 1, 1.
     auto tiny = boneage::make_model(config("flatten", false, 16));
     EXPECT_EQ(boneage::parameter_count(*tiny),
@@ -151,7 +142,7 @@ TEST(ResNet18Model, HeInitialisedWithAnOutputThatStartsAtZero) {
     // A fresh net predicts exactly the label offset, the training mean.
     torch::manual_seed(5);
     const torch::Tensor y =
-        forward(net, torch::rand({3, 1, 64, 64}), torch::tensor({1.f, 0.f, 1.f}));
+        eval_forward(net, torch::rand({3, 1, 64, 64}), torch::tensor({1.f, 0.f, 1.f}));
     EXPECT_TRUE(torch::equal(y, torch::full({3}, 127.0f)));
 
     // The paper's ResNet-50 keeps its default output initialisation.
@@ -182,8 +173,8 @@ TEST(ResNet18Model, OutputDependsOnSexOnlyWhenSexIsAnInput) {
         randomise(net);
         torch::manual_seed(7);
         const torch::Tensor x = torch::rand({2, 1, 64, 64});
-        const torch::Tensor male = forward(net, x, torch::ones({2}));
-        const torch::Tensor female = forward(net, x, torch::zeros({2}));
+        const torch::Tensor male = eval_forward(net, x, torch::ones({2}));
+        const torch::Tensor female = eval_forward(net, x, torch::zeros({2}));
         EXPECT_EQ(torch::equal(male, female), !use_sex) << "use_sex " << use_sex;
     }
 }
@@ -197,7 +188,7 @@ TEST(ResNet18FastPath, MatchesTheNetsOwnForwardInFp32) {
         torch::manual_seed(9);
         auto net = boneage::make_model(config(head, true, 128));
         randomise(net);
-        const torch::Tensor expected = forward(net, images, sex);
+        const torch::Tensor expected = eval_forward(net, images, sex);
         EXPECT_GT((expected - 127.0).abs().min().item<double>(), 1e-2)
             << "the output layer must contribute";
         boneage::FastModel fast(net, boneage::Precision::Fp32);
@@ -206,7 +197,7 @@ TEST(ResNet18FastPath, MatchesTheNetsOwnForwardInFp32) {
         ASSERT_EQ(got.sizes(), expected.sizes());
         EXPECT_LT((got - expected).abs().max().item<double>(), 1e-3) << got << expected;
         // The net given to FastModel is left as it was.
-        EXPECT_TRUE(torch::equal(forward(net, images, sex), expected));
+        EXPECT_TRUE(torch::equal(eval_forward(net, images, sex), expected));
     }
 }
 

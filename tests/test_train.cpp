@@ -11,33 +11,15 @@
 #include <fstream>
 #include <memory>
 
+#include "phantom_cache.hpp"
 #include "support.hpp"
 #include "train/checkpoint.hpp"
 
 namespace boneage {
 namespace {
 
+using test::phantom_cache;
 using test::ScratchDir;
-
-// A prepared cache of `count` phantoms drawn with `seed`, at `size` pixels.
-// Clean phantoms are upright and centred, without markers, noise or exposure changes.
-std::filesystem::path phantom_cache(const ScratchDir& dir, const std::string& name, int count,
-                                    std::uint64_t seed, int size, bool clean = false) {
-    SynthOptions synth;
-    synth.width = 320;
-    synth.height = 400;
-    synth.nuisances = !clean;
-    const std::filesystem::path images = dir / (name + "-images");
-    write_phantom_set(images, count, seed, synth);
-    PrepareOptions p;
-    p.images_dir = images;
-    p.labels_csv = images / "labels.csv";
-    p.out = dir / (name + ".bin");
-    p.settings.output_size = size;
-    const PrepareReport report = prepare_dataset(p);
-    EXPECT_EQ(report.written, static_cast<std::size_t>(count));
-    return p.out;
-}
 
 // Shared fixtures: phantom caches are built once for the whole file.
 class Train : public ::testing::Test {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <memory>
 
+#include "phantom_cache.hpp"
 #include "support.hpp"
 
 namespace boneage {
@@ -21,18 +22,7 @@ class TrainRecipe : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
         scratch_ = std::make_unique<ScratchDir>("train-recipe");
-        SynthOptions synth;
-        synth.width = 320;
-        synth.height = 400;
-        const std::filesystem::path images = *scratch_ / "images";
-        write_phantom_set(images, 24, 5, synth);
-        PrepareOptions p;
-        p.images_dir = images;
-        p.labels_csv = images / "labels.csv";
-        p.out = *scratch_ / "tiny.bin";
-        p.settings.output_size = 64;
-        ASSERT_EQ(prepare_dataset(p).written, 24u);
-        cache_ = p.out;
+        cache_ = test::phantom_cache(*scratch_, "tiny", 24, 5, 64);
     }
     static void TearDownTestSuite() { scratch_.reset(); }
 

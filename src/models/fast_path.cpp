@@ -1,11 +1,11 @@
 // The inference fast path: precision from the CPU's features, batch norm folding, and the
 // FastModel that runs a net either as a fused trunk (models/fused_trunk.hpp) or, for
 // architectures without one, as its own forward on folded weights.
+#include <boneage/autocast.hpp>
 #include <boneage/cpu_features.hpp>
 #include <boneage/error.hpp>
 #include <boneage/fast_path.hpp>
 
-#include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 
 #include "models/fused_trunk.hpp"
@@ -135,21 +135,11 @@ torch::Tensor FastModel::infer(const torch::Tensor& images, const torch::Tensor&
 
     if (s.precision != Precision::Bf16) return s.net->forward(x, sex).to(torch::kFloat32);
     // The module path has no seam between trunk and head, so autocast runs both in bf16.
-    const bool was_enabled = at::autocast::is_cpu_enabled();
-    const auto was_dtype = at::autocast::get_autocast_cpu_dtype();
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     torch::Tensor months;
-    try {
+    {
+        Bf16Autocast bf16;
         months = s.net->forward(images.contiguous(torch::MemoryFormat::ChannelsLast), sex);
-    } catch (...) {
-        at::autocast::set_cpu_enabled(was_enabled);
-        at::autocast::set_autocast_cpu_dtype(was_dtype);
-        throw;
     }
-    at::autocast::set_cpu_enabled(was_enabled);
-    at::autocast::set_autocast_cpu_dtype(was_dtype);
-    at::autocast::clear_cache();
     return months.to(torch::kFloat32);
 }
 

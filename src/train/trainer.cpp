@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <boneage/autocast.hpp>
 #include <boneage/error.hpp>
 #include <boneage/parallel.hpp>
 #include <boneage/train.hpp>
@@ -14,7 +15,6 @@
 #include <optional>
 #include <sstream>
 
-#include <ATen/autocast_mode.h>
 
 #include "train/batches.hpp"
 #include "train/checkpoint.hpp"
@@ -100,26 +100,6 @@ torch::Tensor training_loss(const TrainOptions& o, const ModelConfig& config,
     if (o.loss == "mae") return scaled_mae_loss(pred, ages, config.label_scale);
     return msle_loss(pred, ages);
 }
-
-// bf16 autocast on the CPU for one forward pass; the loss and the update stay in fp32.
-class CpuAutocast {
-public:
-    explicit CpuAutocast(bool enabled) : enabled_(enabled) {
-        if (!enabled_) return;
-        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-        at::autocast::set_cpu_enabled(true);
-    }
-    ~CpuAutocast() {
-        if (!enabled_) return;
-        at::autocast::set_cpu_enabled(false);
-        at::autocast::clear_cache();
-    }
-    CpuAutocast(const CpuAutocast&) = delete;
-    CpuAutocast& operator=(const CpuAutocast&) = delete;
-
-private:
-    bool enabled_;
-};
 
 // bf16 convolutions in oneDNN run fastest on channels-last tensors.
 torch::MemoryFormat activation_format(const TrainOptions& o) {
@@ -263,7 +243,7 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         run.optimizer->zero_grad();
         torch::Tensor pred;
         {
-            CpuAutocast autocast(o.precision == "bf16");
+            Bf16Autocast bf16(o.precision == "bf16");  // the loss and update stay fp32
             pred = run.net->forward(b.images.contiguous(activation_format(o)), b.sex);
         }
         pred = pred.reshape({-1}).to(torch::kFloat32);
@@ -436,7 +416,6 @@ TrainResult resume_training(const std::filesystem::path& run_dir, const ResumeOp
     check_validation(run);
     use_threads(options.threads);
     run.net = make_model(state.config);
-    use_memory_format(*run.net, options);
     run.optimizer = make_optimizer(*run.net, state.options);
     detail::load_checkpoint_tensors(file, *run.net, *run.optimizer, run.best);
     use_memory_format(*run.net, options);

@@ -4,6 +4,7 @@
 #include "build_info.hpp"
 #include "command.hpp"
 
+#include <boneage/autocast.hpp>
 #include <boneage/cpu_features.hpp>
 #include <boneage/error.hpp>
 #include <boneage/fast_path.hpp>
@@ -14,7 +15,6 @@
 #include <boneage/synth.hpp>
 #include <boneage/train.hpp>
 
-#include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
@@ -188,11 +188,11 @@ Row bench_train(const BenchArgs& a, const std::string& arch, const std::string& 
     torch::Tensor target = torch::rand({b}) * 200 + 10;
     auto step = [&] {
         adam.zero_grad();
-        at::autocast::set_cpu_enabled(bf16);
-        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-        torch::Tensor pred = net->forward(images, sex).to(torch::kFloat32);
-        at::autocast::set_cpu_enabled(false);
-        at::autocast::clear_cache();
+        torch::Tensor pred;
+        {
+            Bf16Autocast autocast(bf16);
+            pred = net->forward(images, sex).to(torch::kFloat32);
+        }
         torch::Tensor loss = msle_loss(pred, target) + l2_penalty(*net, 0.01);
         loss.backward();
         adam.step();
