@@ -124,10 +124,11 @@ struct Evaluation {
     std::vector<std::string> warnings;
     double seconds = 0.0;         // wall time of the forward passes
     std::string precision;        // "fp32" | "bf16": what the network ran in (Predictor)
+    int views = 1;                // test-time views averaged per image (Predictor)
 };
 
 // {model, model_file, arch, head, uses_sex, model_bytes, ms_per_step, n, mae, rmse, msle, failed
-//  [{id, error}], warnings, seconds, validation, precision}.
+//  [{id, error}], warnings, seconds, validation, precision, views}.
 void to_json(nlohmann::json& j, const Evaluation& e);
 
 // Runs the predictor over every sample (with each sample's sex when the model uses it) and

@@ -11,6 +11,7 @@
 #include <boneage/fast_path.hpp>
 #include <boneage/model.hpp>
 #include <boneage/preprocess.hpp>
+#include <boneage/train.hpp>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -55,13 +56,14 @@ struct Prediction {
     int height = 0;
     std::vector<std::string> warnings;  // from preprocessing and from prediction
     std::string precision;            // "fp32" or "bf16": what the network ran in (ok only)
+    int views = 1;                    // test-time views averaged (1: the image alone)
 
     bool ok() const { return status == "ok"; }
 };
 
 // {path, status, message, bone_age_months, raw_months, male, sex_averaged,
 //  chronological_age_months, z_score, box [x,y,w,h], method, confidence, width, height,
-//  warnings, precision}; absent values are null.
+//  warnings, precision, views}; absent values are null.
 void to_json(nlohmann::json& j, const Prediction& p);
 
 struct PredictorOptions {
@@ -70,7 +72,18 @@ struct PredictorOptions {
     // What the network's trunk runs in; Auto is bf16 where the CPU computes it natively, else
     // fp32. bf16 stays within about a quarter month of fp32 and is several times faster there.
     Precision precision = Precision::Auto;
+    // Test-time augmentation: the mean over this many fixed views of each image (tta_views),
+    // at as many forward passes. 1 runs the image alone.
+    int views = 1;
 };
+
+// The most test-time views there are.
+constexpr int kMaxViews = 7;
+
+// The first `count` test-time views: the image itself, then pairs of opposite small changes
+// (rotation, zoom, shift) well inside the ranges the bundled recipe trains with, so that a
+// pair's biases cancel. Throws boneage::Error (Usage) unless 1 <= count <= kMaxViews.
+std::vector<Augmentation> tta_views(int count);
 
 // Runs one loaded model. Not thread-safe: one Predictor per thread.
 class Predictor {
@@ -89,6 +102,8 @@ public:
     int image_size() const { return model_.meta.preprocess.output_size; }
     // The precision the network runs in: options.precision resolved, never Auto.
     Precision precision() const;
+    // Test-time views averaged per image (options.views).
+    int views() const { return options_.views; }
 
     // Months for already preprocessed images (image_size() x image_size() uint8 each), one
     // forward pass per `batch`. `male[i]` is the sex of image i; when the model uses sex and

@@ -31,6 +31,7 @@ Evaluation evaluate(Predictor& predictor, const EvalSet& set, const std::filesys
     e.head = model.meta.config.head;
     e.uses_sex = predictor.uses_sex();
     e.precision = to_string(predictor.precision());
+    e.views = predictor.views();
     std::error_code ec;
     if (!model_file.empty()) {
         auto bytes = std::filesystem::file_size(model_file, ec);
@@ -93,7 +94,8 @@ void to_json(nlohmann::json& j, const Evaluation& e) {
              {"warnings", e.warnings},
              {"seconds", e.seconds},
              {"validation", e.validation},
-             {"precision", e.precision}};
+             {"precision", e.precision},
+             {"views", e.views}};
 }
 
 }  // namespace boneage

@@ -44,6 +44,7 @@ Predictor::Predictor(LoadedModel model, PredictorOptions options)
                                 model_.net->config().input_size,
                                 model_.meta.preprocess.output_size));
     options_.batch = std::max(1, options_.batch);
+    tta_views(options_.views);  // a bad count fails here, before any work
     model_.net->eval();
     fast_ = std::make_unique<FastModel>(model_.net, options_.precision);
 }
@@ -57,26 +58,42 @@ std::vector<double> Predictor::predict_preprocessed(const std::vector<const std:
                                                   images.size()));
     const int size = image_size();
     const bool average = uses_sex() && male.empty();
+    // One reading of a chunk; sex unknown: the mean of both readings, the least wrong answer.
+    auto read = [&](const std::vector<const std::uint8_t*>& chunk, std::size_t start) {
+        if (average) {
+            std::vector<double> as_male =
+                forward(*fast_, chunk, size, std::vector<float>(chunk.size(), 1.0f));
+            std::vector<double> months =
+                forward(*fast_, chunk, size, std::vector<float>(chunk.size(), 0.0f));
+            for (std::size_t i = 0; i < months.size(); ++i)
+                months[i] = 0.5 * (months[i] + as_male[i]);
+            return months;
+        }
+        std::vector<float> sex(chunk.size(), 0.0f);
+        for (std::size_t i = 0; i < chunk.size() && !male.empty(); ++i)
+            sex[i] = male[start + i] ? 1.0f : 0.0f;
+        return forward(*fast_, chunk, size, sex);
+    };
+    const std::vector<Augmentation> views = tta_views(options_.views);
+    const std::size_t pixels = static_cast<std::size_t>(size) * size;
     std::vector<double> out;
     out.reserve(images.size());
     const std::size_t batch = static_cast<std::size_t>(options_.batch);
     for (std::size_t start = 0; start < images.size(); start += batch) {
         std::size_t end = std::min(images.size(), start + batch);
         std::vector<const std::uint8_t*> chunk(images.begin() + start, images.begin() + end);
-        std::vector<double> months;
-        if (average) {
-            // Sex unknown: the mean of both readings, the least wrong single answer.
-            std::vector<double> as_male =
-                forward(*fast_, chunk, size, std::vector<float>(chunk.size(), 1.0f));
-            months = forward(*fast_, chunk, size, std::vector<float>(chunk.size(), 0.0f));
-            for (std::size_t i = 0; i < months.size(); ++i)
-                months[i] = 0.5 * (months[i] + as_male[i]);
-        } else {
-            std::vector<float> sex(chunk.size(), 0.0f);
-            for (std::size_t i = 0; i < chunk.size() && !male.empty(); ++i)
-                sex[i] = male[start + i] ? 1.0f : 0.0f;
-            months = forward(*fast_, chunk, size, sex);
+        std::vector<double> months = read(chunk, start);  // the first view is the image itself
+        std::vector<std::uint8_t> moved(chunk.size() * pixels);
+        for (std::size_t v = 1; v < views.size(); ++v) {
+            std::vector<const std::uint8_t*> view(chunk.size());
+            for (std::size_t i = 0; i < chunk.size(); ++i) {
+                augment_image(chunk[i], size, views[v], moved.data() + i * pixels);
+                view[i] = moved.data() + i * pixels;
+            }
+            std::vector<double> more = read(view, start);
+            for (std::size_t i = 0; i < months.size(); ++i) months[i] += more[i];
         }
+        for (double& m : months) m /= static_cast<double>(views.size());
         out.insert(out.end(), months.begin(), months.end());
     }
     return out;
@@ -100,6 +117,7 @@ Prediction Predictor::finish(Prediction p, double raw, const PredictRequest& req
         return p;
     }
     p.precision = to_string(precision());
+    p.views = options_.views;
     p.bone_age_months = std::clamp(raw, kMinBoneAgeMonths, kMaxBoneAgeMonths);
     if (p.bone_age_months != raw)
         p.warnings.push_back(fmt::format("the model's output {:.1f} months lies outside {:.0f}-{:.0f}; "
@@ -219,6 +237,7 @@ void to_json(nlohmann::json& j, const Prediction& p) {
     }
     j["warnings"] = p.warnings;
     j["precision"] = p.precision.empty() ? json(nullptr) : json(p.precision);
+    j["views"] = ok ? json(p.views) : json(nullptr);
 }
 
 }  // namespace boneage

@@ -205,7 +205,11 @@ ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Eva
                       evals.front().metrics.n, evals.front().failed.size());
     md << "MAE and RMSE in months; loss is the mean squared logarithmic error (Keras' "
           "definition); ms/step is the median training step recorded in the model file; model "
-          "size is the file size.\n\n";
+          "size is the file size. ";
+    md << fmt::format("The networks ran in {} with {} test-time view{} per image.\n\n",
+                      evals.front().precision, evals.front().views,
+                      evals.front().views == 1 ? "" : "s (the mean of fixed small rotations, "
+                                                       "zooms and shifts)");
     md << "## Table 1: models side by side\n\n" << table_one(evals);
     md << "\nThe paper's Table 1 (RSNA test set, the authors' hardware), for scale:\n\n"
           "| model | ms/step | MAE | RMSE | loss (MSLE) | model size |\n"

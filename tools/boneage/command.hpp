@@ -2,6 +2,8 @@
 // with a static Command object; main() builds the CLI11 app from the registry.
 #pragma once
 
+#include <boneage/predict.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <functional>
@@ -27,18 +29,42 @@ struct Command {
 
 const std::vector<const Command*>& commands();
 
-// The options every command that runs the network shares: --batch, --threads, --precision.
-inline void add_inference_options(CLI::App& sub, int& batch, int& threads,
-                                  std::string& precision) {
-    sub.add_option("--batch", batch, "images per forward pass")
+// The options every command that runs the network shares.
+struct InferenceArgs {
+    int batch = 16;                  // images per forward pass
+    int threads = 0;                 // preprocessing threads (0: one per core)
+    std::string precision = "auto";  // auto | fp32 | bf16
+    int views = 1;                   // test-time views averaged per image
+
+    // The predictor's options; a bad precision name or view count is a usage error, thrown
+    // before any work.
+    PredictorOptions predictor_options() const {
+        PredictorOptions o;
+        o.batch = batch;
+        o.threads = threads;
+        o.precision = parse_precision(precision);
+        o.views = views;
+        tta_views(views);
+        return o;
+    }
+};
+
+// --batch, --threads, --precision, --tta.
+inline void add_inference_options(CLI::App& sub, InferenceArgs& args) {
+    sub.add_option("--batch", args.batch, "images per forward pass")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
-    sub.add_option("--threads", threads, "preprocessing threads (0: one per core)")
+    sub.add_option("--threads", args.threads, "preprocessing threads (0: one per core)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
-    sub.add_option("--precision", precision,
+    sub.add_option("--precision", args.precision,
                    "network precision: auto (bf16 where the CPU has it natively), fp32 or "
                    "bf16; json output records the one used")
+        ->capture_default_str();
+    sub.add_option("--tta", args.views,
+                   "test-time views averaged per image, 1 to 7: the image, then pairs of small "
+                   "opposite rotations, zooms and shifts (each view is one more forward pass)")
+        ->check(CLI::Range(1, kMaxViews))
         ->capture_default_str();
 }
 

@@ -27,10 +27,8 @@ struct EvaluateArgs {
     std::string split = "all";         // all | val:F | train:F
     std::string format = "text";       // text | json
     std::string report;                // report folder; empty: no report
-    int batch = 16;                    // images per forward pass
-    int threads = 0;                   // preprocessing threads (0: one per core)
     int samples = 8;                   // images on the report's sample sheet
-    std::string precision = "auto";    // auto | fp32 | bf16
+    InferenceArgs inference;           // --batch, --threads, --precision, --tta
 };
 
 std::vector<std::filesystem::path> resolve_models(const std::vector<std::string>& given) {
@@ -55,7 +53,7 @@ void print_text(const std::vector<Evaluation>& evals) {
 }
 
 int run_evaluate(const EvaluateArgs& args) {
-    const Precision precision = parse_precision(args.precision);  // a bad name fails first
+    const PredictorOptions options = args.inference.predictor_options();  // bad ones fail first
     if (args.cache.empty() && (args.images.empty() || args.labels.empty()))
         throw UsageError("evaluate needs --images DIR and --labels CSV, or --cache FILE");
     if (!args.cache.empty() && (!args.images.empty() || !args.labels.empty()))
@@ -67,16 +65,12 @@ int run_evaluate(const EvaluateArgs& args) {
     set_options.labels_csv = args.labels;
     set_options.cache = args.cache;
     set_options.split = args.split;
-    set_options.threads = args.threads;
+    set_options.threads = args.inference.threads;
 
     std::vector<Evaluation> evals;
     std::shared_ptr<EvalSet> first_set, set;
     nlohmann::json set_settings;
     for (const std::filesystem::path& file : resolve_models(args.models)) {
-        PredictorOptions options;
-        options.batch = args.batch;
-        options.threads = args.threads;
-        options.precision = precision;
         Predictor predictor(load_model(file), options);
         // Models preprocessed alike share one pass over the images.
         nlohmann::json wanted = predictor.settings();
@@ -147,7 +141,7 @@ const Command evaluate_command{
             ->capture_default_str();
         sub.add_option("--report", args->report,
                        "write DIR/report.md, figures and predictions.csv");
-        add_inference_options(sub, args->batch, args->threads, args->precision);
+        add_inference_options(sub, args->inference);
         sub.add_option("--samples", args->samples, "images on the report's sample sheet")
             ->check(CLI::Range(1, 64))
             ->capture_default_str();

@@ -23,9 +23,7 @@ struct PredictArgs {
     std::string sex;                   // "male" | "female" | empty (unknown)
     double chronological_age = -1;     // months; < 0: not given
     std::string format = "text";       // text | json | csv
-    int batch = 16;                    // images per forward pass
-    int threads = 0;                   // preprocessing threads (0: one per core)
-    std::string precision = "auto";    // auto | fp32 | bf16
+    InferenceArgs inference;           // --batch, --threads, --precision, --tta
     std::vector<std::string> inputs;   // radiographs
 };
 
@@ -98,10 +96,7 @@ void print_text(const std::vector<Prediction>& results) {
 }
 
 int run_predict(const PredictArgs& args) {
-    PredictorOptions options;
-    options.precision = parse_precision(args.precision);  // a bad name fails before any work
-    options.batch = args.batch;
-    options.threads = args.threads;
+    const PredictorOptions options = args.inference.predictor_options();  // bad ones fail first
     std::filesystem::path model_file = resolve_model(args.model);
     Predictor predictor(load_model(model_file), options);
 
@@ -148,7 +143,7 @@ const Command predict_command{
         sub.add_option("--format", args->format, "output format: text, json (one array) or csv")
             ->check(CLI::IsMember({"text", "json", "csv"}))
             ->capture_default_str();
-        add_inference_options(sub, args->batch, args->threads, args->precision);
+        add_inference_options(sub, args->inference);
         sub.add_option("inputs", args->inputs, "radiograph files")->required();
         return [args] { return run_predict(*args); };
     }};
