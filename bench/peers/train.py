@@ -14,6 +14,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--impl", default="pytorch-eager-fp32",
+                    help="name of this row (scripts/bench names the run with glibc tuned so)")
     args = ap.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch.manual_seed(0)
@@ -28,7 +30,7 @@ def main():
         loss.backward()
         opt.step()
 
-    report("pytorch-eager-fp32", f"resnet50 train b{args.batch}", "ms/step",
+    report(args.impl, f"resnet50 train b{args.batch}", "ms/step",
            timed(step, args.warmup, args.reps))
 
 
