@@ -262,6 +262,22 @@ TEST(Evaluate, MetricsMatchTheItemsAndMissingImagesAreListed) {
     EXPECT_TRUE(j["failed"][0]["error"].is_string());
 }
 
+TEST(Evaluate, TheTrainingLossIsTheOneTheModelFileRecords) {
+    EvalFixture f;
+    LoadedModel paper = tiny_model(f.dir / "paper.bin");  // no options: the paper's MSLE
+    LoadedModel mae = tiny_model(f.dir / "mae.bin");
+    mae.meta.training["options"] = {{"loss", "mae"}};
+    save_model(f.dir / "mae.bin", mae.net, mae.meta);
+    EvalSetOptions o;
+    o.images_dir = f.dir.path();
+    o.labels_csv = f.labels;
+    Predictor first(paper);
+    EvalSet set = load_eval_set(o, first.settings());
+    EXPECT_EQ(evaluate(first, set, f.dir / "paper.bin").training_loss, "msle");
+    Predictor second(load_model(f.dir / "mae.bin"));
+    EXPECT_EQ(evaluate(second, set, f.dir / "mae.bin").training_loss, "mae");
+}
+
 TEST(Evaluate, APreparedCacheGivesTheSamePredictionsAsTheImages) {
     EvalFixture f;
     Predictor predictor(tiny_model(f.dir / "m.bin"));

@@ -117,6 +117,7 @@ struct Evaluation {
     std::uintmax_t model_bytes = 0;       // the model file's size
     std::optional<double> ms_per_step;    // median training step, from the model's metadata
     nlohmann::json history = nlohmann::json::array();  // training curves, from the metadata
+    std::string training_loss = "msle";  // what the history's losses are: "msle" or "mae"
     nlohmann::json validation = nlohmann::json::object();  // metrics recorded at training
     Metrics metrics;
     std::vector<ItemResult> items;

@@ -41,6 +41,10 @@ Evaluation evaluate(Predictor& predictor, const EvalSet& set, const std::filesys
     if (auto it = model.meta.training.find("history");
         it != model.meta.training.end() && it->is_array())
         e.history = *it;
+    // Files from before the choice of loss trained with the paper's MSLE.
+    if (auto it = model.meta.training.find("options");
+        it != model.meta.training.end() && it->is_object())
+        e.training_loss = it->value("loss", std::string("msle"));
     e.validation = model.meta.validation;
     e.failed = set.failed;
     e.warnings = set.warnings;

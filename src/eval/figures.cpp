@@ -111,7 +111,7 @@ bool training_curves(const Evaluation& eval, const std::string& label,
     script += fmt::format(
         "set multiplot layout 1,2 title {}\n"
         "set xlabel 'epoch'\nset key below maxrows 1 samplen 2\nset style data linespoints\n"
-        "set title 'loss (MSLE)'\nset logscale y\n"
+        "set title {}\nset logscale y\n"
         "plot {} using 1:2 title 'training' lw 2 pt 7 ps 0.6 lc rgb '{}', "
         "'' using 1:3 title 'validation' lw 2 pt 7 ps 0.6 lc rgb '{}'\n"
         "unset logscale y\nset title 'MAE and RMSE (months)'\nset yrange [0:*]\n"
@@ -119,8 +119,10 @@ bool training_curves(const Evaluation& eval, const std::string& label,
         "'' using 1:5 title 'validation MAE' lw 2 pt 7 ps 0.6 lc rgb '{}', "
         "'' using 1:6 title 'validation RMSE' lw 1 dt 2 pt 6 ps 0.6 lc rgb '{}'\n"
         "unset multiplot\n",
-        gnuplot::quote_text("Training curves: " + eval.model + " (" + eval.arch + ")"), d,
-        kPalette[0], kPalette[1], d, kPalette[0], kPalette[1], kPalette[2]);
+        gnuplot::quote_text("Training curves: " + eval.model + " (" + eval.arch + ")"),
+        gnuplot::quote_text(eval.training_loss == "mae" ? "loss (absolute error / label scale)"
+                                                        : "loss (MSLE)"),
+        d, kPalette[0], kPalette[1], d, kPalette[0], kPalette[1], kPalette[2]);
     write_file(gp, script);
     gnuplot::run(gp, png);
     return true;
