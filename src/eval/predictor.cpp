@@ -83,7 +83,7 @@ std::vector<double> Predictor::predict_preprocessed(const std::vector<const std:
         std::size_t end = std::min(images.size(), start + batch);
         std::vector<const std::uint8_t*> chunk(images.begin() + start, images.begin() + end);
         std::vector<double> months = read(chunk, start);  // the first view is the image itself
-        std::vector<std::uint8_t> moved(chunk.size() * pixels);
+        std::vector<std::uint8_t> moved(views.size() > 1 ? chunk.size() * pixels : 0);
         for (std::size_t v = 1; v < views.size(); ++v) {
             std::vector<const std::uint8_t*> view(chunk.size());
             for (std::size_t i = 0; i < chunk.size(); ++i) {
