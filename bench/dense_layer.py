@@ -1,20 +1,18 @@
 """The first dense layer of the paper's flatten head for ResNet-50 (204,800 -> 256) at batch 1:
 PyTorch's fp32 matrix-vector product against its bf16 linear and matmul, median ms of 20 calls
 after 3 warm-up calls, 2 threads. docs/PERFORMANCE.md cites it."""
-import time
+import pathlib
+import statistics
+import sys
 
 import torch
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "peers"))
+from common import timed  # noqa: E402  (the peers' timing: warm-up, then repetitions)
 
-def median_ms(fn, reps=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return sorted(times)[len(times) // 2]
+
+def median_ms(fn):
+    return statistics.median(timed(fn, warmup=3, reps=20))
 
 
 def main():

@@ -36,15 +36,14 @@ struct InferenceArgs {
     std::string precision = "auto";  // auto | fp32 | bf16
     int views = 1;                   // test-time views averaged per image
 
-    // The predictor's options; a bad precision name or view count is a usage error, thrown
-    // before any work.
+    // The predictor's options; a bad precision name is a usage error, thrown before any work
+    // (the ranges of the numbers are checked when the arguments are parsed).
     PredictorOptions predictor_options() const {
         PredictorOptions o;
         o.batch = batch;
         o.threads = threads;
         o.precision = parse_precision(precision);
         o.views = views;
-        tta_views(views);
         return o;
     }
 };
@@ -62,8 +61,9 @@ inline void add_inference_options(CLI::App& sub, InferenceArgs& args) {
                    "bf16; json output records the one used")
         ->capture_default_str();
     sub.add_option("--tta", args.views,
-                   "test-time views averaged per image, 1 to 7: the image, then pairs of small "
-                   "opposite rotations, zooms and shifts (each view is one more forward pass)")
+                   "test-time views averaged per image, 1 to " + std::to_string(kMaxViews) +
+                       ": the image, then pairs of small opposite rotations, zooms and shifts "
+                       "(each view is one more forward pass)")
         ->check(CLI::Range(1, kMaxViews))
         ->capture_default_str();
 }

@@ -53,7 +53,7 @@ void print_text(const std::vector<Evaluation>& evals) {
 }
 
 int run_evaluate(const EvaluateArgs& args) {
-    const PredictorOptions options = args.inference.predictor_options();  // bad ones fail first
+    const PredictorOptions options = args.inference.predictor_options();  // a bad one fails first
     if (args.cache.empty() && (args.images.empty() || args.labels.empty()))
         throw UsageError("evaluate needs --images DIR and --labels CSV, or --cache FILE");
     if (!args.cache.empty() && (!args.images.empty() || !args.labels.empty()))

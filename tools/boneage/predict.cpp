@@ -96,7 +96,7 @@ void print_text(const std::vector<Prediction>& results) {
 }
 
 int run_predict(const PredictArgs& args) {
-    const PredictorOptions options = args.inference.predictor_options();  // bad ones fail first
+    const PredictorOptions options = args.inference.predictor_options();  // a bad one fails first
     std::filesystem::path model_file = resolve_model(args.model);
     Predictor predictor(load_model(model_file), options);
 
