@@ -218,6 +218,70 @@ TEST(ModelFile, Float16RoundTripsBitForBit) {
     EXPECT_TRUE(read_bytes(dir / "a.bin") == read_bytes(dir / "b.bin"));
 }
 
+TEST(ModelFile, Int8QuartersTheFileAndKeepsEachWeightWithinHalfAStep) {
+    ScratchDir dir("model_file_int8");
+    const int size = 64;
+    auto net = float16_candidate(size);
+    boneage::ModelMetadata meta = sample_metadata();
+    boneage::save_model(dir / "fp32.bin", net, meta);
+    meta.weights_dtype = "int8";
+    boneage::save_model(dir / "int8.bin", net, meta);
+
+    const double ratio = static_cast<double>(fs::file_size(dir / "int8.bin")) /
+                         static_cast<double>(fs::file_size(dir / "fp32.bin"));
+    RecordProperty("int8_size_ratio", std::to_string(ratio));
+    EXPECT_GT(ratio, 0.24);
+    EXPECT_LT(ratio, 0.29);
+
+    auto loaded = boneage::load_model(dir / "int8.bin");
+    EXPECT_EQ(loaded.meta.weights_dtype, "int8");
+    auto original = net->named_parameters();
+    for (const auto& p : loaded.net->named_parameters()) {
+        const torch::Tensor w = original[p.key()];
+        ASSERT_EQ(p.value().scalar_type(), torch::kFloat32) << p.key();
+        if (w.dim() < 2) {  // vectors as float16
+            EXPECT_TRUE(torch::equal(p.value(), w.to(torch::kFloat16).to(torch::kFloat32)))
+                << p.key();
+            continue;
+        }
+        // Each output channel in 255 steps of its largest magnitude / 127: every weight
+        // within half a step, the largest kept (to float rounding).
+        const torch::Tensor rows = w.reshape({w.size(0), -1});
+        const torch::Tensor step = rows.abs().amax(1, /*keepdim=*/true) / 127.0;
+        const torch::Tensor error = (p.value().reshape({w.size(0), -1}) - rows).abs();
+        EXPECT_TRUE((error <= step * 0.5001 + 1e-12).all().item<bool>()) << p.key();
+        if (rows.size(1) > 1)  // a channel of one weight is its own largest: kept exactly
+            EXPECT_GT(error.max().item<double>(), 0.0) << p.key() << " was not quantised";
+    }
+    for (const auto& b : net->named_buffers())
+        EXPECT_TRUE(torch::equal(b.value(), loaded.net->named_buffers()[b.key()])) << b.key();
+
+    const torch::Tensor full = outputs(net, size), quarter = outputs(loaded.net, size);
+    const double mad = (full - quarter).abs().mean().item<double>();
+    RecordProperty("int8_mad_months", std::to_string(mad));
+    EXPECT_LT(mad, 0.5) << full << quarter;
+}
+
+TEST(ModelFile, AnInt8FileThatLacksItsScalesOrClaimsToBeInt8IsRefused) {
+    ScratchDir dir("model_file_int8_bad");
+    auto net = sample_net("shallow", 64, false, "gap");
+    boneage::save_model(dir / "m.bin", net, {});
+    const std::string bytes = read_bytes(dir / "m.bin");
+    nlohmann::json j = metadata_of(bytes);
+    j["weights_dtype"] = "int8";
+    write_bytes(dir / "claims8.bin", with_metadata(bytes, j.dump()));
+    expect_bad_model(dir / "claims8.bin", "missing");  // the scales
+
+    boneage::ModelMetadata meta;
+    meta.weights_dtype = "int8";
+    boneage::save_model(dir / "int8.bin", net, meta);
+    const std::string int8_bytes = read_bytes(dir / "int8.bin");
+    nlohmann::json k = metadata_of(int8_bytes);
+    k["weights_dtype"] = "float16";
+    write_bytes(dir / "claims16.bin", with_metadata(int8_bytes, k.dump()));
+    expect_bad_model(dir / "claims16.bin", "unexpected");  // scales a float16 file has not
+}
+
 TEST(ModelFile, AFileWithoutAWeightsDtypeIsFloat32) {
     ScratchDir dir("model_file_no_dtype");
     auto net = sample_net("shallow", 64, false, "gap");

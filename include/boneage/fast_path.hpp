@@ -61,7 +61,8 @@ public:
 
     // How the net runs: "fused" (the trunk rebuilt from the module tree with folded, packed
     // convolutions) or "module" (the net's own forward on folded weights, under bf16 autocast
-    // where the precision is bf16).
+    // where the precision is bf16); an ensemble runs each member so and says
+    // "ensemble of N: " and the members' modes.
     const std::string& mode() const;
 
     const ModelConfig& config() const;

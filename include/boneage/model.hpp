@@ -20,14 +20,18 @@
 namespace boneage {
 
 struct ModelConfig {
-    std::string arch = "shallow";   // "shallow" | "resnet18" | "resnet50" | "inceptionv4"
+    // "shallow" | "resnet18" | "resnet50" | "inceptionv4", or "ensemble": the mean of the
+    // months of `members`, each a whole model of its own.
+    std::string arch = "shallow";
     std::string head = "flatten";   // "flatten" (the paper's) | "gap" (global average pooling)
+                                    // | "mean" (an ensemble's)
     bool use_sex = false;           // feed sex (1 male, 0 female) into the head
     int input_size = 320;           // side of the square input, pixels
     // The network's linear output y is read as months = y * label_scale + label_offset, so a
     // freshly initialised head starts near the training mean; train sets both from its data.
     double label_offset = 0.0;
     double label_scale = 1.0;
+    std::vector<ModelConfig> members;  // an ensemble's; empty for every other arch
 };
 
 void to_json(nlohmann::json& j, const ModelConfig& c);
@@ -49,8 +53,18 @@ protected:
 };
 using BoneAgeNet = std::shared_ptr<BoneAgeNetImpl>;
 
-// Builds a freshly initialised model. Throws boneage::UsageError for an unknown arch or head.
+// Builds a freshly initialised model. Throws boneage::UsageError for an unknown arch or head,
+// and for an ensemble without members, of members that are ensembles, or of members that
+// differ in input size.
 BoneAgeNet make_model(const ModelConfig& config);
+
+// The configuration of the ensemble of `members`: arch "ensemble", head "mean", their common
+// input size, sex used when any member uses it. Throws UsageError as make_model does.
+ModelConfig ensemble_config(std::vector<ModelConfig> members);
+
+// An ensemble's member nets in order (registered as "member0", "member1", ...); for any other
+// model, the model itself alone.
+std::vector<BoneAgeNet> ensemble_members(const BoneAgeNet& net);
 
 // Number of trainable parameters.
 std::int64_t parameter_count(const torch::nn::Module& module);
@@ -65,9 +79,11 @@ struct ModelMetadata {
     PreprocessSettings preprocess;
     nlohmann::json training = nlohmann::json::object();    // data summary, recipe, epochs, ...
     nlohmann::json validation = nlohmann::json::object();  // metrics on the validation split
-    // How the file stores the parameters: "float32", or "float16" for a file half the size
-    // (buffers such as batch-norm statistics stay float32). Either way load_model returns a
-    // float32 net; a file without the field is float32.
+    // How the file stores the parameters: "float32"; "float16" for a file half the size; or
+    // "int8" for a quarter (each convolution's and dense layer's weights as int8 with a
+    // float32 scale per output channel, vectors as float16). Buffers such as batch-norm
+    // statistics stay float32. Whatever it is, load_model returns a float32 net; a file without
+    // the field is float32.
     std::string weights_dtype = "float32";
 };
 
@@ -78,9 +94,10 @@ struct LoadedModel {
 
 // One file: "BONEAGE-MODEL\0\0\0" (16 bytes), u32 format version, u64 metadata length,
 // metadata JSON, then the LibTorch archive of the weights and buffers. Written atomically.
-// Saving a loaded model again gives the same bytes. The parameters are stored in
-// meta.weights_dtype; throws boneage::Error (BadModel) naming the file when that is neither
-// "float32" nor "float16", or a parameter lies outside float16's range.
+// Saving a loaded float32 or float16 model again gives the same bytes (an int8 one, weights
+// within one int8 step of the first). The parameters are stored in meta.weights_dtype; throws
+// boneage::Error (BadModel) naming the file when that is not "float32", "float16" or "int8",
+// or a parameter stored as float16 lies outside its range.
 constexpr std::uint32_t kModelFormatVersion = 1;
 void save_model(const std::filesystem::path& file, const BoneAgeNet& net, const ModelMetadata& meta);
 
@@ -88,6 +105,14 @@ void save_model(const std::filesystem::path& file, const BoneAgeNet& net, const 
 // another format version, is truncated, names an unknown weights dtype, or its weights do not
 // match its architecture. The net is float32 whatever the file's weights dtype.
 LoadedModel load_model(const std::filesystem::path& file);
+
+// One model that averages `members` (loaded model files): an "ensemble" net holding a copy of
+// each member's weights, with the members' common preprocessing, and metadata that records each
+// member's training and validation under training.members. Stored as `weights_dtype`. Throws
+// UsageError when there are no members, a member is itself an ensemble, or the members differ
+// in preprocessing settings or input size (they must see the same image).
+LoadedModel combine_models(const std::vector<LoadedModel>& members,
+                           const std::string& weights_dtype = "float32");
 
 // The bundled default model: $BONEAGE_MODEL if set, else models/default.bin beside the
 // executable's source tree or install prefix. Empty path when none is found.

@@ -7,6 +7,7 @@
 #include <boneage/fast_path.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "models/fused_trunk.hpp"
 
@@ -89,7 +90,8 @@ struct FastModel::State {
     std::string mode;
     std::unique_ptr<fast::FusedTrunk> trunk;  // the fused path, or
     std::optional<fast::FusedHead> head;
-    BoneAgeNet net;                           // the module path
+    BoneAgeNet net;                           // the module path, or
+    std::vector<FastModel> members;           // an ensemble's, one per member
 
     torch::ScalarType dtype() const {
         return precision == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat32;
@@ -101,6 +103,15 @@ FastModel::FastModel(const BoneAgeNet& net, Precision precision) : state_(std::m
     State& s = *state_;
     s.config = net->config();
     s.precision = resolve(precision);
+    if (s.config.arch == "ensemble") {
+        std::vector<std::string> modes;
+        for (const BoneAgeNet& m : ensemble_members(net)) {
+            s.members.emplace_back(m, s.precision);
+            modes.push_back(s.members.back().mode());
+        }
+        s.mode = fmt::format("ensemble of {}: {}", modes.size(), fmt::join(modes, ", "));
+        return;
+    }
     s.trunk = fast::make_fused_trunk(*net, s.dtype());
     if (s.trunk) {
         s.head.emplace(*net);
@@ -129,6 +140,11 @@ torch::Tensor FastModel::infer(const torch::Tensor& images, const torch::Tensor&
     TORCH_CHECK(!s.config.use_sex || (sex.defined() && sex.numel() == images.size(0)),
                 "this model takes the sex of each image: expected ", images.size(0), " values");
     torch::NoGradGuard no_grad;
+    if (!s.members.empty()) {
+        torch::Tensor sum = s.members.front().infer(images, sex);
+        for (std::size_t i = 1; i < s.members.size(); ++i) sum += s.members[i].infer(images, sex);
+        return sum / static_cast<double>(s.members.size());
+    }
     // One input channel: channels-last and channels-first hold the same bytes.
     torch::Tensor x = images.to(s.dtype()).contiguous(torch::MemoryFormat::ChannelsLast);
     if (s.trunk) return (*s.head)((*s.trunk)(x), sex);

@@ -79,5 +79,6 @@ BoneAgeNet make_shallow(const ModelConfig& config);
 BoneAgeNet make_resnet18(const ModelConfig& config);
 BoneAgeNet make_resnet50(const ModelConfig& config);
 BoneAgeNet make_inceptionv4(const ModelConfig& config);
+BoneAgeNet make_ensemble(const ModelConfig& config);
 
 }  // namespace boneage::models

@@ -18,6 +18,7 @@ void to_json(nlohmann::json& j, const ModelConfig& c) {
                        {"input_size", c.input_size},
                        {"label_offset", c.label_offset},
                        {"label_scale", c.label_scale}};
+    if (!c.members.empty()) j["members"] = c.members;
 }
 
 // Fields a file omits keep their defaults, so older files stay readable.
@@ -29,9 +30,11 @@ void from_json(const nlohmann::json& j, ModelConfig& c) {
     c.input_size = j.value("input_size", d.input_size);
     c.label_offset = j.value("label_offset", d.label_offset);
     c.label_scale = j.value("label_scale", d.label_scale);
+    c.members = j.value("members", std::vector<ModelConfig>{});
 }
 
 BoneAgeNet make_model(const ModelConfig& config) {
+    if (config.arch == "ensemble") return models::make_ensemble(config);
     if (config.head != "flatten" && config.head != "gap")
         throw UsageError(fmt::format("unknown head '{}' (expected flatten or gap)", config.head));
     if (config.input_size < 1)
@@ -41,7 +44,8 @@ BoneAgeNet make_model(const ModelConfig& config) {
     if (config.arch == "resnet50") return models::make_resnet50(config);
     if (config.arch == "inceptionv4") return models::make_inceptionv4(config);
     throw UsageError(fmt::format(
-        "unknown architecture '{}' (expected shallow, resnet18, resnet50 or inceptionv4)",
+        "unknown architecture '{}' (expected shallow, resnet18, resnet50, inceptionv4 or "
+        "ensemble)",
         config.arch));
 }
 

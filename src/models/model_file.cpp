@@ -1,8 +1,9 @@
 // The model file: a fixed header, the metadata as JSON, then the weights as a LibTorch
 // archive (every parameter and buffer under its dotted name), so a file is one self-describing
 // unit that prediction can trust or reject with a clear reason. Parameters are float32 or, in
-// a file half the size, float16 (the metadata's weights_dtype); buffers are always float32,
-// since batch-norm variances lose too much in half precision.
+// a file half the size, float16, or in a quarter, int8 with per-channel scales (the metadata's
+// weights_dtype); buffers are always float32, since batch-norm variances lose too much in half
+// precision.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <boneage/model.hpp>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -57,12 +59,31 @@ nlohmann::json metadata_json(const BoneAgeNet& net, const ModelMetadata& meta) {
     throw Error(ErrorKind::BadModel, file, reason);
 }
 
-// The type a file of `weights_dtype` stores its parameters in; BadModel for an unknown name.
-torch::ScalarType parameter_type(const fs::path& file, const std::string& weights_dtype) {
-    if (weights_dtype == "float32") return torch::kFloat32;
-    if (weights_dtype == "float16") return torch::kFloat16;
-    bad(file,
-        fmt::format("unknown weights dtype '{}' (expected float32 or float16)", weights_dtype));
+// How a file stores its floating-point parameters (the metadata's weights_dtype): "float32";
+// "float16", half the size; or "int8", a quarter: every weight of a convolution or dense layer
+// as int8 with one float32 scale per output channel (its largest magnitude / 127), the
+// vectors (biases, batch-norm affines) as float16.
+enum class WeightsDtype { Float32, Float16, Int8 };
+
+WeightsDtype weights_dtype(const fs::path& file, const std::string& name) {
+    if (name == "float32") return WeightsDtype::Float32;
+    if (name == "float16") return WeightsDtype::Float16;
+    if (name == "int8") return WeightsDtype::Int8;
+    bad(file, fmt::format("unknown weights dtype '{}' (expected float32, float16 or int8)", name));
+}
+
+// An int8 parameter's scales are stored under its name and this suffix.
+const std::string kScaleSuffix = ".int8_scale";
+
+bool quantized(WeightsDtype dtype, const torch::Tensor& parameter) {
+    return dtype == WeightsDtype::Int8 && parameter.is_floating_point() && parameter.dim() >= 2;
+}
+
+// The type a parameter is stored in; integer parameters (none today) as they are.
+torch::ScalarType stored_type(WeightsDtype dtype, const torch::Tensor& parameter) {
+    if (!parameter.is_floating_point()) return parameter.scalar_type();
+    if (dtype == WeightsDtype::Float32) return torch::kFloat32;
+    return quantized(dtype, parameter) ? torch::kInt8 : torch::kFloat16;
 }
 
 // A tensor on the CPU and, when floating point, as float32, so a file does not depend on
@@ -75,15 +96,39 @@ torch::Tensor portable(const torch::Tensor& t) {
 // Float16 holds magnitudes up to 65504; a parameter beyond that would be stored as infinity.
 constexpr double kFloat16Max = 65504.0;
 
-void write_weights(const fs::path& file, const BoneAgeNet& net, torch::ScalarType parameters,
+// Symmetric int8 with one scale per output channel (dimension 0), so a channel of small
+// weights keeps its resolution beside one of large ones.
+std::pair<torch::Tensor, torch::Tensor> quantize_int8(const torch::Tensor& w) {
+    const torch::Tensor amax = w.abs().reshape({w.size(0), -1}).amax(1);
+    const torch::Tensor scale = torch::where(amax > 0, amax / 127.0, torch::ones_like(amax));
+    std::vector<std::int64_t> shape(static_cast<std::size_t>(w.dim()), 1);
+    shape[0] = w.size(0);
+    const torch::Tensor q = (w / scale.reshape(shape)).round().clamp(-127, 127).to(torch::kInt8);
+    return {q, scale};
+}
+
+torch::Tensor dequantize_int8(const torch::Tensor& q, const torch::Tensor& scale) {
+    std::vector<std::int64_t> shape(static_cast<std::size_t>(q.dim()), 1);
+    shape[0] = q.size(0);
+    return q.to(torch::kFloat32) * scale.reshape(shape);
+}
+
+void write_weights(const fs::path& file, const BoneAgeNet& net, WeightsDtype dtype,
                    std::ostream& out) {
     torch::serialize::OutputArchive archive;
     for (const auto& p : net->named_parameters()) {
         torch::Tensor t = portable(p.value());
-        if (t.is_floating_point() && parameters != torch::kFloat32) {
+        if (quantized(dtype, t)) {
+            auto [q, scale] = quantize_int8(t);
+            archive.write(p.key(), q);
+            archive.write(p.key() + kScaleSuffix, scale);
+            continue;
+        }
+        const torch::ScalarType type = stored_type(dtype, t);
+        if (t.is_floating_point() && type == torch::kFloat16) {
             if (t.numel() > 0 && t.abs().max().item<double>() > kFloat16Max)
                 bad(file, fmt::format("parameter '{}' is too large for float16", p.key()));
-            t = t.to(parameters);
+            t = t.to(type);
         }
         archive.write(p.key(), t);
     }
@@ -157,9 +202,9 @@ ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
 
 // Copies each tensor of the archive into the parameter or buffer of the same name, checking
 // that the names, shapes and types are exactly the architecture's (floating-point parameters
-// stored as `parameters`, converted to the net's float32 on the way in).
+// stored as `dtype` says, converted to the net's float32 on the way in).
 void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& reader,
-                  std::uint64_t offset, torch::ScalarType parameters) {
+                  std::uint64_t offset, WeightsDtype dtype) {
     torch::serialize::InputArchive archive;
     try {
         archive.load_from(
@@ -174,49 +219,61 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
     }
     struct Target {
         std::string name;
-        torch::Tensor tensor;
+        torch::Tensor tensor;       // what the net holds; empty for an int8 weight's scales
         torch::ScalarType stored_type;
+        std::vector<std::int64_t> stored_shape;
     };
     std::vector<Target> targets;
-    for (auto& p : net->named_parameters())
-        targets.push_back({p.key(), p.value(),
-                           p.value().is_floating_point() ? parameters : p.value().scalar_type()});
+    for (auto& p : net->named_parameters()) {
+        const torch::Tensor& t = p.value();
+        targets.push_back({p.key(), t, stored_type(dtype, t), t.sizes().vec()});
+        if (quantized(dtype, t))
+            targets.push_back({p.key() + kScaleSuffix, {}, torch::kFloat32, {t.size(0)}});
+    }
     for (auto& b : net->named_buffers())
-        targets.push_back({b.key(), b.value(), b.value().scalar_type()});
+        targets.push_back({b.key(), b.value(), b.value().scalar_type(), b.value().sizes().vec()});
 
     // Names first, so a file of another architecture says which part it lacks or adds.
-    std::set<std::string> stored_names;
+    std::map<std::string, torch::Tensor> stored;
     for (const std::string& key : archive.keys()) {
         torch::Tensor t;
-        if (archive.try_read(key, t)) stored_names.insert(key);
+        if (archive.try_read(key, t)) stored.emplace(key, t);
     }
     std::set<std::string> expected;
-    for (const auto& [name, target, type] : targets) {
-        expected.insert(name);
-        if (!stored_names.count(name))
-            bad(file, fmt::format("weights do not match the architecture: '{}' is missing", name));
+    for (const Target& target : targets) {
+        expected.insert(target.name);
+        if (!stored.count(target.name))
+            bad(file, fmt::format("weights do not match the architecture: '{}' is missing",
+                                  target.name));
     }
-    for (const std::string& name : stored_names)
+    for (const auto& [name, tensor] : stored)
         if (!expected.count(name))
             bad(file, fmt::format("weights do not match the architecture: unexpected '{}'", name));
 
-    torch::NoGradGuard no_grad;
-    for (auto& [name, target, type] : targets) {
-        torch::Tensor stored;
-        archive.try_read(name, stored);
-        if (stored.sizes() != target.sizes() || stored.scalar_type() != type)
+    for (const Target& target : targets) {
+        const torch::Tensor& t = stored.at(target.name);
+        if (t.sizes() != target.stored_shape || t.scalar_type() != target.stored_type)
             bad(file,
                 fmt::format("weights do not match the architecture: '{}' is {} {}, expected {} {}",
-                            name, c10::toString(stored.scalar_type()), c10::str(stored.sizes()),
-                            c10::toString(type), c10::str(target.sizes())));
-        target.copy_(stored);
+                            target.name, c10::toString(t.scalar_type()), c10::str(t.sizes()),
+                            c10::toString(target.stored_type), c10::str(target.stored_shape)));
+    }
+
+    torch::NoGradGuard no_grad;
+    for (const Target& target : targets) {
+        if (!target.tensor.defined()) continue;  // scales, read with their weight
+        const torch::Tensor& t = stored.at(target.name);
+        if (t.scalar_type() == torch::kInt8 && target.tensor.is_floating_point())
+            target.tensor.copy_(dequantize_int8(t, stored.at(target.name + kScaleSuffix)));
+        else
+            target.tensor.copy_(t);
     }
 }
 
 }  // namespace
 
 void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata& meta) {
-    const torch::ScalarType parameters = parameter_type(file, meta.weights_dtype);
+    const WeightsDtype dtype = weights_dtype(file, meta.weights_dtype);
     const std::string metadata = metadata_json(net, meta).dump();
     std::string header(kMagic.begin(), kMagic.end());
     put_le<std::uint32_t>(header, kModelFormatVersion);
@@ -228,7 +285,7 @@ void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata
         if (!out) throw Error(ErrorKind::NotFound, file, "cannot create the model file");
         out.write(header.data(), static_cast<std::streamsize>(header.size()));
         out.write(metadata.data(), static_cast<std::streamsize>(metadata.size()));
-        write_weights(file, net, parameters, out);
+        write_weights(file, net, dtype, out);
         out.close();
         if (!out) throw Error(ErrorKind::NotFound, file, "cannot write the model file");
         std::error_code ec;
@@ -260,13 +317,13 @@ LoadedModel load_model(const fs::path& file) {
 
     LoadedModel loaded;
     loaded.meta = parse_metadata(file, reader.bytes(kHeaderSize, metadata_size));
-    const torch::ScalarType parameters = parameter_type(file, loaded.meta.weights_dtype);
+    const WeightsDtype dtype = weights_dtype(file, loaded.meta.weights_dtype);
     try {
         loaded.net = make_model(loaded.meta.config);
     } catch (const UsageError& e) {
         bad(file, fmt::format("metadata names no model this build knows: {}", e.reason()));
     }
-    read_weights(file, loaded.net, reader, kHeaderSize + metadata_size, parameters);
+    read_weights(file, loaded.net, reader, kHeaderSize + metadata_size, dtype);
     loaded.net->eval();
     return loaded;
 }
