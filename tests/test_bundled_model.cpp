@@ -28,17 +28,26 @@ TEST(BundledModel, IsFoundByDefaultAndRecordsWhatItIs) {
 
     const LoadedModel m = load_model(kBundled);
     const ModelConfig& c = m.meta.config;
-    EXPECT_EQ(c.arch, "resnet18");
-    EXPECT_EQ(c.head, "gap");
+    EXPECT_EQ(c.arch, "ensemble");
     EXPECT_TRUE(c.use_sex);
     EXPECT_EQ(c.input_size, 320);
-    EXPECT_EQ(m.meta.weights_dtype, "float16");
+    EXPECT_EQ(m.meta.weights_dtype, "int8");
     EXPECT_EQ(m.meta.preprocess.output_size, 320);
     EXPECT_TRUE(m.meta.preprocess.crop_hand);
-    // The training summary names its data and says it fine-tuned a pre-trained model.
-    EXPECT_GT(m.meta.training.at("train_cache").at("count").get<int>(), 500);
-    EXPECT_TRUE(m.meta.training.at("init_from").is_string());
-    EXPECT_GT(m.meta.validation.value("n", 0), 100);
+    ASSERT_EQ(c.members.size(), 2u);
+    const nlohmann::json& recorded = m.meta.training.at("members");
+    ASSERT_EQ(recorded.size(), 2u);
+    for (std::size_t i = 0; i < c.members.size(); ++i) {
+        EXPECT_EQ(c.members[i].arch, "resnet18");
+        EXPECT_EQ(c.members[i].head, "gap");
+        EXPECT_TRUE(c.members[i].use_sex);
+        // Each member's training summary names its data and says it fine-tuned a pre-trained
+        // model.
+        const nlohmann::json& training = recorded[i].at("training");
+        EXPECT_GT(training.at("train_cache").at("count").get<int>(), 500);
+        EXPECT_TRUE(training.at("init_from").is_string());
+        EXPECT_GT(recorded[i].at("validation").value("n", 0), 100);
+    }
 }
 
 TEST(BundledModel, PredictsASyntheticHandWithinTheValidRange) {
