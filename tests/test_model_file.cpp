@@ -171,17 +171,23 @@ boneage::BoneAgeNet float16_candidate(int size) {
     return net;
 }
 
+// Saves `net` as dir/fp32.bin and as dir/`name` with `weights_dtype`; the second file's size
+// over the first's.
+double size_against_float32(const ScratchDir& dir, const boneage::BoneAgeNet& net,
+                            const std::string& weights_dtype, const std::string& name) {
+    boneage::ModelMetadata meta = sample_metadata();
+    boneage::save_model(dir / "fp32.bin", net, meta);
+    meta.weights_dtype = weights_dtype;
+    boneage::save_model(dir / name, net, meta);
+    return static_cast<double>(fs::file_size(dir / name)) /
+           static_cast<double>(fs::file_size(dir / "fp32.bin"));
+}
+
 TEST(ModelFile, Float16HalvesTheFileAndKeepsPredictionsWithinAFractionOfAMonth) {
     ScratchDir dir("model_file_float16");
     const int size = 64;
     auto net = float16_candidate(size);
-    boneage::ModelMetadata meta = sample_metadata();
-    boneage::save_model(dir / "fp32.bin", net, meta);
-    meta.weights_dtype = "float16";
-    boneage::save_model(dir / "fp16.bin", net, meta);
-
-    const double ratio = static_cast<double>(fs::file_size(dir / "fp16.bin")) /
-                         static_cast<double>(fs::file_size(dir / "fp32.bin"));
+    const double ratio = size_against_float32(dir, net, "float16", "fp16.bin");
     RecordProperty("float16_size_ratio", std::to_string(ratio));
     EXPECT_GT(ratio, 0.48);
     EXPECT_LT(ratio, 0.53);
@@ -222,13 +228,7 @@ TEST(ModelFile, Int8QuartersTheFileAndKeepsEachWeightWithinHalfAStep) {
     ScratchDir dir("model_file_int8");
     const int size = 64;
     auto net = float16_candidate(size);
-    boneage::ModelMetadata meta = sample_metadata();
-    boneage::save_model(dir / "fp32.bin", net, meta);
-    meta.weights_dtype = "int8";
-    boneage::save_model(dir / "int8.bin", net, meta);
-
-    const double ratio = static_cast<double>(fs::file_size(dir / "int8.bin")) /
-                         static_cast<double>(fs::file_size(dir / "fp32.bin"));
+    const double ratio = size_against_float32(dir, net, "int8", "int8.bin");
     RecordProperty("int8_size_ratio", std::to_string(ratio));
     EXPECT_GT(ratio, 0.24);
     EXPECT_LT(ratio, 0.29);

@@ -7,6 +7,8 @@
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
 
+#include "models/weights.hpp"
+
 namespace boneage {
 namespace models {
 namespace {
@@ -94,14 +96,9 @@ LoadedModel combine_models(const std::vector<LoadedModel>& members,
     }
     LoadedModel out;
     out.net = make_model(ensemble_config(std::move(configs)));
-    torch::NoGradGuard no_grad;
     const std::vector<BoneAgeNet> targets = ensemble_members(out.net);
-    for (std::size_t i = 0; i < members.size(); ++i) {
-        auto params = members[i].net->named_parameters();
-        for (auto& p : targets[i]->named_parameters()) p.value().copy_(params[p.key()]);
-        auto buffers = members[i].net->named_buffers();
-        for (auto& b : targets[i]->named_buffers()) b.value().copy_(buffers[b.key()]);
-    }
+    for (std::size_t i = 0; i < members.size(); ++i)
+        models::copy_weights(*members[i].net, *targets[i]);
     out.net->eval();
     out.meta.config = out.net->config();
     out.meta.preprocess = members.front().meta.preprocess;

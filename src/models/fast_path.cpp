@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "models/fused_trunk.hpp"
+#include "models/weights.hpp"
 
 namespace boneage {
 
@@ -73,12 +74,8 @@ namespace {
 
 // A copy of `net` with its own weights, so folding leaves the caller's net as it was.
 BoneAgeNet copy_of(const BoneAgeNet& net) {
-    torch::NoGradGuard no_grad;
     BoneAgeNet copy = make_model(net->config());
-    auto params = net->named_parameters();
-    for (auto& p : copy->named_parameters()) p.value().copy_(params[p.key()]);
-    auto buffers = net->named_buffers();
-    for (auto& b : copy->named_buffers()) b.value().copy_(buffers[b.key()]);
+    models::copy_weights(*net, *copy);
     return copy;
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "models/head.hpp"
+#include "models/weights.hpp"
 
 namespace boneage {
 
@@ -48,6 +49,18 @@ BoneAgeNet make_model(const ModelConfig& config) {
         "ensemble)",
         config.arch));
 }
+
+namespace models {
+
+void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
+    torch::NoGradGuard no_grad;
+    const auto params = from.named_parameters();
+    for (auto& p : to.named_parameters()) p.value().copy_(params[p.key()]);
+    const auto buffers = from.named_buffers();
+    for (auto& b : to.named_buffers()) b.value().copy_(buffers[b.key()]);
+}
+
+}  // namespace models
 
 std::int64_t parameter_count(const torch::nn::Module& module) {
     std::int64_t count = 0;
