@@ -35,6 +35,8 @@ public:
         return all;
     }
 
+    const std::vector<BoneAgeNet>& members() const { return members_; }
+
 private:
     std::vector<BoneAgeNet> members_;
 };
@@ -70,12 +72,9 @@ ModelConfig ensemble_config(std::vector<ModelConfig> members) {
 }
 
 std::vector<BoneAgeNet> ensemble_members(const BoneAgeNet& net) {
-    if (!net || net->config().arch != "ensemble") return {net};
-    std::vector<BoneAgeNet> members;
-    for (std::size_t i = 0; i < net->config().members.size(); ++i)
-        members.push_back(std::dynamic_pointer_cast<BoneAgeNetImpl>(
-            net->named_children()[fmt::format("member{}", i)]));
-    return members;
+    if (const auto* ensemble = dynamic_cast<const models::EnsembleImpl*>(net.get()))
+        return ensemble->members();
+    return {net};
 }
 
 LoadedModel combine_models(const std::vector<LoadedModel>& members,
@@ -89,8 +88,7 @@ LoadedModel combine_models(const std::vector<LoadedModel>& members,
                 "ensemble members differ in preprocessing: member {} is not prepared as member 1",
                 i + 1));
         configs.push_back(m.net->config());
-        trained.push_back({{"config", m.net->config()},
-                           {"training", m.meta.training},
+        trained.push_back({{"training", m.meta.training},
                            {"validation", m.meta.validation},
                            {"weights_dtype", m.meta.weights_dtype}});
     }
