@@ -44,6 +44,11 @@ std::vector<std::int64_t> to_vector(torch::IntArrayRef a) { return {a.begin(), a
 
 }  // namespace
 
+torch::Tensor channels_last(const torch::Tensor& t) {
+    return torch::empty(t.sizes(), t.options().memory_format(torch::MemoryFormat::ChannelsLast))
+        .copy_(t);
+}
+
 FusedConv::FusedConv(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* bn, bool relu,
                      torch::ScalarType dtype)
     : relu_(relu) {
@@ -66,7 +71,7 @@ FusedConv::FusedConv(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* bn
         b = (b - bn->running_mean.to(torch::kFloat64)) * scale +
             bn->bias.detach().to(torch::kFloat64);
     }
-    weight_ = w.to(dtype).contiguous(torch::MemoryFormat::ChannelsLast);
+    weight_ = channels_last(w.to(dtype));
     // oneDNN adds an fp32 bias to bf16 convolutions; LibTorch's own path wants matching types.
     bias_ = b.to(prepack_op() ? torch::kFloat32 : dtype);
 }
