@@ -111,7 +111,7 @@ FastModel::FastModel(const BoneAgeNet& net, Precision precision) : state_(std::m
     }
     s.trunk = fast::make_fused_trunk(*net, s.dtype());
     if (s.trunk) {
-        s.head.emplace(*net);
+        s.head.emplace(*net, s.dtype());
         s.mode = "fused";
         return;
     }

@@ -9,6 +9,8 @@
 
 #include <boneage/error.hpp>
 
+#include "models/bf16_gemv.hpp"
+
 namespace boneage::fast {
 
 namespace {
@@ -94,28 +96,32 @@ torch::Tensor FusedConv::operator()(const torch::Tensor& x) {
     return relu_ ? y.relu_() : y;
 }
 
-namespace {
-
 // A dense layer. For one image a matrix-vector product: OpenBLAS's matrix product would first
 // copy (pack) the whole weight, and the first dense layer's is 200 MB in ResNet-50's head.
-torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-    if (x.size(0) == 1) return torch::addmv(b, w, x[0]).unsqueeze(0);
-    return torch::linear(x, w, b);
+torch::Tensor FusedHead::Dense::operator()(const torch::Tensor& x) const {
+    if (x.size(0) != 1) return torch::linear(x, weight, bias);
+    if (weight_bf16.defined()) return bf16_gemv(weight_bf16, x[0].to(torch::kBFloat16), bias).unsqueeze(0);
+    return torch::addmv(bias, weight, x[0]).unsqueeze(0);
 }
 
-}  // namespace
-
-FusedHead::FusedHead(BoneAgeNetImpl& net) : config_(net.config()) {
+FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : config_(net.config()) {
+    // Weights above this many bytes in fp32 outgrow the caches of a server core several times.
+    constexpr std::int64_t kStreamedBytes = 16 << 20;
     torch::nn::Module* head = child_module(net, "head");
     if (!head) throw Error(ErrorKind::Internal, "the model has no module named head");
-    auto linear = [&](const std::string& name) -> std::optional<std::pair<torch::Tensor, torch::Tensor>> {
+    auto linear = [&](const std::string& name) -> std::optional<Dense> {
         auto* l = child<torch::nn::LinearImpl>(*head, name);
         if (!l) return std::nullopt;
-        return std::make_pair(l->weight.detach(), l->bias.detach());
+        Dense d{l->weight.detach(), l->bias.detach(), {}};
+        if (trunk_dtype == torch::kBFloat16 && bf16_gemv_available() &&
+            d.weight.numel() * 4 > kStreamedBytes)
+            d.weight_bf16 = d.weight.to(torch::kBFloat16).contiguous();
+        return d;
     };
     if (config_.use_sex) {
-        sex_embedding_ = linear("sex_embedding");
-        if (!sex_embedding_) throw Error(ErrorKind::Internal, "the head has no sex_embedding");
+        auto s = linear("sex_embedding");
+        if (!s) throw Error(ErrorKind::Internal, "the head has no sex_embedding");
+        sex_embedding_ = std::make_pair(s->weight, s->bias);
     }
     for (int i = 1; auto l = linear(fmt::format("dense{}", i)); ++i) dense_.push_back(*l);
     auto out = linear("output");
@@ -134,8 +140,8 @@ torch::Tensor FusedHead::operator()(const torch::Tensor& features, const torch::
                                                      sex_embedding_->second))},
                        1);
     }
-    for (const auto& [w, b] : dense_) x = torch::relu(dense(x, w, b));
-    torch::Tensor y = dense(x, output_.first, output_.second).squeeze(1);
+    for (const Dense& dense : dense_) x = torch::relu(dense(x));
+    torch::Tensor y = output_(x).squeeze(1);
     return y * config_.label_scale + config_.label_offset;
 }
 

@@ -35,17 +35,24 @@ private:
     std::vector<std::int64_t> packed_for_;  // the input shape it was packed for
 };
 
-// The paper's regression head (models/head.hpp) in fp32 on the trunk's features.
+// The paper's regression head (models/head.hpp) in fp32 on the trunk's features. With a bf16
+// trunk, a dense layer too large for any cache keeps its weights in bf16 for single images
+// (models/bf16_gemv.hpp), as the trunk's features are bf16 already.
 class FusedHead {
 public:
-    explicit FusedHead(BoneAgeNetImpl& net);
+    FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype);
     torch::Tensor operator()(const torch::Tensor& features, const torch::Tensor& sex) const;
 
 private:
+    struct Dense {
+        torch::Tensor weight, bias;
+        torch::Tensor weight_bf16;  // defined only where single images use it
+        torch::Tensor operator()(const torch::Tensor& x) const;
+    };
     ModelConfig config_;
     std::optional<std::pair<torch::Tensor, torch::Tensor>> sex_embedding_;
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> dense_;
-    std::pair<torch::Tensor, torch::Tensor> output_;
+    std::vector<Dense> dense_;
+    Dense output_;
 };
 
 class FusedTrunk {
