@@ -9,7 +9,7 @@
 
 #include <boneage/error.hpp>
 
-#include "models/bf16_gemv.hpp"
+#include "models/gemv.hpp"
 
 namespace boneage::fast {
 
@@ -96,12 +96,13 @@ torch::Tensor FusedConv::operator()(const torch::Tensor& x) {
     return relu_ ? y.relu_() : y;
 }
 
-// A dense layer. For one image a matrix-vector product: OpenBLAS's matrix product would first
-// copy (pack) the whole weight, and the first dense layer's is 200 MB in ResNet-50's head.
+// A dense layer. For one image a matrix-vector product of our own (models/gemv.hpp): OpenBLAS's
+// matrix product would first copy (pack) the whole weight, 200 MB in ResNet-50's flatten head,
+// and its threads would spin on after the call.
 torch::Tensor FusedHead::Dense::operator()(const torch::Tensor& x) const {
     if (x.size(0) != 1) return torch::linear(x, weight, bias);
-    if (weight_bf16.defined()) return bf16_gemv(weight_bf16, x[0].to(torch::kBFloat16), bias).unsqueeze(0);
-    return torch::addmv(bias, weight, x[0]).unsqueeze(0);
+    if (weight_bf16.defined()) return gemv(weight_bf16, x[0].to(torch::kBFloat16), bias).unsqueeze(0);
+    return gemv(weight, x[0].contiguous(), bias).unsqueeze(0);
 }
 
 FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : config_(net.config()) {
@@ -112,7 +113,7 @@ FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : confi
     auto linear = [&](const std::string& name) -> std::optional<Dense> {
         auto* l = child<torch::nn::LinearImpl>(*head, name);
         if (!l) return std::nullopt;
-        Dense d{l->weight.detach(), l->bias.detach(), {}};
+        Dense d{l->weight.detach().contiguous(), l->bias.detach(), {}};
         if (trunk_dtype == torch::kBFloat16 && bf16_gemv_available() &&
             d.weight.numel() * 4 > kStreamedBytes)
             d.weight_bf16 = d.weight.to(torch::kBFloat16).contiguous();
@@ -136,9 +137,8 @@ torch::Tensor FusedHead::operator()(const torch::Tensor& features, const torch::
                           : features.to(torch::kFloat32).contiguous().flatten(1);
     if (sex_embedding_) {
         torch::Tensor s = sex.to(torch::kFloat32).reshape({-1, 1});
-        x = torch::cat({x, torch::relu(torch::linear(s, sex_embedding_->first,
-                                                     sex_embedding_->second))},
-                       1);
+        // One input: an outer product, which needs no BLAS call.
+        x = torch::cat({x, torch::relu(s * sex_embedding_->first.t() + sex_embedding_->second)}, 1);
     }
     for (const Dense& dense : dense_) x = torch::relu(dense(x));
     torch::Tensor y = output_(x).squeeze(1);

@@ -37,7 +37,7 @@ private:
 
 // The paper's regression head (models/head.hpp) in fp32 on the trunk's features. With a bf16
 // trunk, a dense layer too large for any cache keeps its weights in bf16 for single images
-// (models/bf16_gemv.hpp), as the trunk's features are bf16 already.
+// (models/gemv.hpp), as the trunk's features are bf16 already.
 class FusedHead {
 public:
     FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype);
