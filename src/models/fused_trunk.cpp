@@ -96,18 +96,31 @@ torch::Tensor FusedConv::operator()(const torch::Tensor& x) {
     return relu_ ? y.relu_() : y;
 }
 
-// A dense layer. For one image a matrix-vector product of our own (models/gemv.hpp): OpenBLAS's
-// matrix product would first copy (pack) the whole weight, 200 MB in ResNet-50's flatten head,
-// and its threads would spin on after the call.
+namespace {
+
+// Dense weights above this many bytes in fp32 outgrow the caches of a server core several times:
+// reading them sets the layer's pace.
+constexpr std::int64_t kStreamedBytes = 16 << 20;
+
+}  // namespace
+
+// A dense layer, kept off OpenBLAS where it can be: OpenBLAS first copies (packs) the whole
+// weight, 200 MB in ResNet-50's flatten head, and its threads spin on after each call, taking
+// the cores from the next images' convolutions. Small weights stay in cache, so one
+// matrix-vector product per image (models/gemv.hpp) costs little; the large bf16 layer reads
+// its weight once per batch in oneDNN's bf16 matrix product.
 torch::Tensor FusedHead::Dense::operator()(const torch::Tensor& x) const {
-    if (x.size(0) != 1) return torch::linear(x, weight, bias);
-    if (weight_bf16.defined()) return gemv(weight_bf16, x[0].to(torch::kBFloat16), bias).unsqueeze(0);
-    return gemv(weight, x[0].contiguous(), bias).unsqueeze(0);
+    if (weight_bf16.defined()) {
+        if (x.size(0) == 1) return gemv(weight_bf16, x[0].to(torch::kBFloat16), bias).unsqueeze(0);
+        return torch::linear(x.to(torch::kBFloat16), weight_bf16).to(torch::kFloat32) + bias;
+    }
+    if (weight.numel() * 4 > kStreamedBytes && x.size(0) > 1) return torch::linear(x, weight, bias);
+    std::vector<torch::Tensor> rows;
+    for (std::int64_t i = 0; i < x.size(0); ++i) rows.push_back(gemv(weight, x[i].contiguous(), bias));
+    return torch::stack(rows);
 }
 
 FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : config_(net.config()) {
-    // Weights above this many bytes in fp32 outgrow the caches of a server core several times.
-    constexpr std::int64_t kStreamedBytes = 16 << 20;
     torch::nn::Module* head = child_module(net, "head");
     if (!head) throw Error(ErrorKind::Internal, "the model has no module named head");
     auto linear = [&](const std::string& name) -> std::optional<Dense> {
@@ -115,8 +128,10 @@ FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : confi
         if (!l) return std::nullopt;
         Dense d{l->weight.detach().contiguous(), l->bias.detach(), {}};
         if (trunk_dtype == torch::kBFloat16 && bf16_gemv_available() &&
-            d.weight.numel() * 4 > kStreamedBytes)
+            d.weight.numel() * 4 > kStreamedBytes) {
             d.weight_bf16 = d.weight.to(torch::kBFloat16).contiguous();
+            d.weight = torch::Tensor();  // every batch size reads the bf16 copy
+        }
         return d;
     };
     if (config_.use_sex) {

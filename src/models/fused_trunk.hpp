@@ -36,8 +36,8 @@ private:
 };
 
 // The paper's regression head (models/head.hpp) in fp32 on the trunk's features. With a bf16
-// trunk, a dense layer too large for any cache keeps its weights in bf16 for single images
-// (models/gemv.hpp), as the trunk's features are bf16 already.
+// trunk, a dense layer too large for any cache keeps its weights in bf16 (the trunk's features
+// are bf16 already) and sums in fp32.
 class FusedHead {
 public:
     FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype);
@@ -45,8 +45,8 @@ public:
 
 private:
     struct Dense {
-        torch::Tensor weight, bias;
-        torch::Tensor weight_bf16;  // defined only where single images use it
+        torch::Tensor weight, bias;  // weight: fp32, undefined where weight_bf16 replaces it
+        torch::Tensor weight_bf16;   // a layer too large for any cache, with a bf16 trunk
         torch::Tensor operator()(const torch::Tensor& x) const;
     };
     ModelConfig config_;
