@@ -4,20 +4,12 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include <boneage/cpu_features.hpp>
 
 namespace boneage::fast {
 
 namespace {
-
-float bf16_to_float(std::uint16_t v) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 // Lanes summed by hand: GCC 12 warns on its own reduction's undefined upper halves.
 __attribute__((target("avx512f"))) float sum_lanes(__m512 v) {
@@ -29,12 +21,12 @@ __attribute__((target("avx512f"))) float sum_lanes(__m512 v) {
 }
 
 // Rows [begin, end) of w x, added to y. Two accumulators hide the latency of the multiply-add.
-__attribute__((target("avx512f,avx512bf16"))) void bf16_rows(const std::uint16_t* w,
-                                                               const std::uint16_t* x,
+__attribute__((target("avx512f,avx512bf16"))) void bf16_rows(const at::BFloat16* w,
+                                                               const at::BFloat16* x,
                                                                std::int64_t k, std::int64_t begin,
                                                                std::int64_t end, float* y) {
     for (std::int64_t r = begin; r < end; ++r) {
-        const std::uint16_t* row = w + r * k;
+        const at::BFloat16* row = w + r * k;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         std::int64_t i = 0;
         for (; i + 64 <= k; i += 64) {
@@ -44,7 +36,7 @@ __attribute__((target("avx512f,avx512bf16"))) void bf16_rows(const std::uint16_t
                                   (__m512bh)_mm512_loadu_si512(x + i + 32));
         }
         float sum = sum_lanes(_mm512_add_ps(a0, a1));
-        for (; i < k; ++i) sum += bf16_to_float(row[i]) * bf16_to_float(x[i]);
+        for (; i < k; ++i) sum += static_cast<float>(row[i]) * static_cast<float>(x[i]);
         y[r] += sum;
     }
 }
@@ -88,9 +80,7 @@ torch::Tensor gemv(const torch::Tensor& w, const torch::Tensor& x, const torch::
     const std::int64_t k = w.size(1);
     at::parallel_for(0, w.size(0), grain(k), [&](std::int64_t begin, std::int64_t end) {
         if (bf16)
-            bf16_rows(reinterpret_cast<const std::uint16_t*>(w.data_ptr<at::BFloat16>()),
-                      reinterpret_cast<const std::uint16_t*>(xc.data_ptr<at::BFloat16>()), k,
-                      begin, end, yp);
+            bf16_rows(w.data_ptr<at::BFloat16>(), xc.data_ptr<at::BFloat16>(), k, begin, end, yp);
         else
             fp32_rows(w.data_ptr<float>(), xc.data_ptr<float>(), k, begin, end, yp);
     });
