@@ -5,6 +5,7 @@
 #include <boneage/cpu_features.hpp>
 #include <boneage/error.hpp>
 #include <boneage/fast_path.hpp>
+#include <boneage/memory_format.hpp>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -121,7 +122,7 @@ FastModel::FastModel(const BoneAgeNet& net, Precision precision) : state_(std::m
     fold_batchnorm(*s.net);
     torch::NoGradGuard no_grad;
     for (auto& p : s.net->parameters())
-        if (p.dim() == 4) p.set_data(fast::channels_last(p));
+        if (p.dim() == 4) p.set_data(channels_last(p));
 }
 
 FastModel::~FastModel() = default;
@@ -142,7 +143,7 @@ torch::Tensor FastModel::infer(const torch::Tensor& images, const torch::Tensor&
         for (std::size_t i = 1; i < s.members.size(); ++i) sum += s.members[i].infer(images, sex);
         return sum / static_cast<double>(s.members.size());
     }
-    torch::Tensor x = fast::channels_last(images.to(s.dtype()));
+    torch::Tensor x = channels_last(images.to(s.dtype()));
     if (s.trunk) return (*s.head)((*s.trunk)(x), sex);
 
     if (s.precision != Precision::Bf16) return s.net->forward(x, sex).to(torch::kFloat32);
@@ -150,7 +151,7 @@ torch::Tensor FastModel::infer(const torch::Tensor& images, const torch::Tensor&
     torch::Tensor months;
     {
         Bf16Autocast bf16;
-        months = s.net->forward(fast::channels_last(images), sex);
+        months = s.net->forward(channels_last(images), sex);
     }
     return months.to(torch::kFloat32);
 }

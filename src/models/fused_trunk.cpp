@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <boneage/error.hpp>
+#include <boneage/memory_format.hpp>
 
 #include "models/gemv.hpp"
 
@@ -45,11 +46,6 @@ torch::nn::Module* child_module(torch::nn::Module& m, const std::string& name) {
 std::vector<std::int64_t> to_vector(torch::IntArrayRef a) { return {a.begin(), a.end()}; }
 
 }  // namespace
-
-torch::Tensor channels_last(const torch::Tensor& t) {
-    return torch::empty(t.sizes(), t.options().memory_format(torch::MemoryFormat::ChannelsLast))
-        .copy_(t);
-}
 
 FusedConv::FusedConv(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* bn, bool relu,
                      torch::ScalarType dtype)

@@ -14,12 +14,6 @@
 
 namespace boneage::fast {
 
-// A channels-last copy of a 4-d tensor whose strides say so even where a dimension of size one
-// makes channels-first and channels-last the same bytes (one input channel, 1x1 kernels).
-// LibTorch reads such tensors as channels-first, and oneDNN then packs weights for, and runs,
-// its blocked layout instead, reordering activations and weights on every call.
-torch::Tensor channels_last(const torch::Tensor& t);
-
 // One convolution (+ folded batch norm) (+ ReLU), channels-last, in the trunk's dtype.
 class FusedConv {
 public:

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boneage/autocast.hpp>
 #include <boneage/error.hpp>
+#include <boneage/memory_format.hpp>
 #include <boneage/parallel.hpp>
 #include <boneage/train.hpp>
 #include <chrono>
@@ -102,15 +103,13 @@ torch::Tensor training_loss(const TrainOptions& o, const ModelConfig& config,
 }
 
 // bf16 convolutions in oneDNN run fastest on channels-last tensors.
-torch::MemoryFormat activation_format(const TrainOptions& o) {
-    return o.precision == "bf16" ? torch::MemoryFormat::ChannelsLast
-                                 : torch::MemoryFormat::Contiguous;
-}
+bool trains_channels_last(const TrainOptions& o) { return o.precision == "bf16"; }
 
 void use_memory_format(BoneAgeNetImpl& net, const TrainOptions& o) {
+    if (!trains_channels_last(o)) return;
     torch::NoGradGuard no_grad;
     for (auto& p : net.parameters())
-        if (p.dim() == 4) p.set_data(p.contiguous(activation_format(o)));
+        if (p.dim() == 4) p.set_data(channels_last(p));
 }
 
 // Fine-tuning: every parameter and buffer of `net` from the model file `file`, which must be
@@ -244,7 +243,8 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         torch::Tensor pred;
         {
             Bf16Autocast bf16(o.precision == "bf16");  // the loss and update stay fp32
-            pred = run.net->forward(b.images.contiguous(activation_format(o)), b.sex);
+            pred = run.net->forward(trains_channels_last(o) ? channels_last(b.images) : b.images,
+                                    b.sex);
         }
         pred = pred.reshape({-1}).to(torch::kFloat32);
         const torch::Tensor loss =

@@ -9,6 +9,7 @@
 #include <boneage/error.hpp>
 #include <boneage/fast_path.hpp>
 #include <boneage/image.hpp>
+#include <boneage/memory_format.hpp>
 #include <boneage/model.hpp>
 #include <boneage/parallel.hpp>
 #include <boneage/preprocess.hpp>
@@ -175,15 +176,15 @@ Row bench_train(const BenchArgs& a, const std::string& arch, const std::string& 
     BoneAgeNet net = bench_model(a, arch);
     net->train();
     const bool bf16 = precision == "bf16";
-    auto format = bf16 ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
-    {
+    if (bf16) {
         torch::NoGradGuard no_grad;
         for (auto& p : net->parameters())
-            if (p.dim() == 4) p.set_data(p.contiguous(format));
+            if (p.dim() == 4) p.set_data(channels_last(p));
     }
     torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
     const int b = a.train_batch;
-    torch::Tensor images = torch::rand({b, 1, a.input_size, a.input_size}).contiguous(format);
+    torch::Tensor images = torch::rand({b, 1, a.input_size, a.input_size});
+    if (bf16) images = channels_last(images);
     torch::Tensor sex = torch::ones({b});
     torch::Tensor target = torch::rand({b}) * 200 + 10;
     auto step = [&] {
