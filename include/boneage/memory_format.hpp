@@ -1,6 +1,6 @@
 // Channels-last tensors that LibTorch, and oneDNN behind it, read as channels-last.
 //
-//   net_weight.set_data(boneage::channels_last(net_weight));
+//   boneage::use_channels_last(*net);                  // every convolution weight
 //   torch::Tensor x = boneage::channels_last(images);  // N x 1 x H x W
 #pragma once
 
@@ -13,5 +13,8 @@ namespace boneage {
 // LibTorch reads such tensors as channels-first, and oneDNN then packs weights for, and runs,
 // its blocked layout instead, reordering activations and weights on every call.
 torch::Tensor channels_last(const torch::Tensor& t);
+
+// Every 4-d parameter of `module` (its convolution weights) made channels-last in place, as above.
+void use_channels_last(torch::nn::Module& module);
 
 }  // namespace boneage

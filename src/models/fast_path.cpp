@@ -120,9 +120,7 @@ FastModel::FastModel(const BoneAgeNet& net, Precision precision) : state_(std::m
     s.net = copy_of(net);
     s.net->eval();
     fold_batchnorm(*s.net);
-    torch::NoGradGuard no_grad;
-    for (auto& p : s.net->parameters())
-        if (p.dim() == 4) p.set_data(channels_last(p));
+    use_channels_last(*s.net);
 }
 
 FastModel::~FastModel() = default;

@@ -7,4 +7,10 @@ torch::Tensor channels_last(const torch::Tensor& t) {
         .copy_(t);
 }
 
+void use_channels_last(torch::nn::Module& module) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : module.parameters())
+        if (p.dim() == 4) p.set_data(channels_last(p));
+}
+
 }  // namespace boneage

@@ -106,10 +106,7 @@ torch::Tensor training_loss(const TrainOptions& o, const ModelConfig& config,
 bool trains_channels_last(const TrainOptions& o) { return o.precision == "bf16"; }
 
 void use_memory_format(BoneAgeNetImpl& net, const TrainOptions& o) {
-    if (!trains_channels_last(o)) return;
-    torch::NoGradGuard no_grad;
-    for (auto& p : net.parameters())
-        if (p.dim() == 4) p.set_data(channels_last(p));
+    if (trains_channels_last(o)) use_channels_last(net);
 }
 
 // Fine-tuning: every parameter and buffer of `net` from the model file `file`, which must be

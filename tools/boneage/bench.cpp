@@ -176,11 +176,7 @@ Row bench_train(const BenchArgs& a, const std::string& arch, const std::string& 
     BoneAgeNet net = bench_model(a, arch);
     net->train();
     const bool bf16 = precision == "bf16";
-    if (bf16) {
-        torch::NoGradGuard no_grad;
-        for (auto& p : net->parameters())
-            if (p.dim() == 4) p.set_data(channels_last(p));
-    }
+    if (bf16) use_channels_last(*net);
     torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-3));
     const int b = a.train_batch;
     torch::Tensor images = torch::rand({b, 1, a.input_size, a.input_size});
