@@ -11,11 +11,13 @@
 #include <boneage/preprocess.hpp>
 #include <boneage/synth.hpp>
 
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "model_support.hpp"
 #include "models/gemv.hpp"
+#include "models/residual.hpp"
 
 namespace {
 
@@ -187,6 +189,36 @@ TEST(Gemv, Bf16MatchesTheExactProductOfTheRoundedValues) {
     if (!boneage::fast::bf16_gemv_available())
         GTEST_SKIP() << "this CPU has no AVX512_BF16 (" << boneage::cpu_description() << ")";
     expect_exact_product(torch::kBFloat16);
+}
+
+// The fused residual end against LibTorch's add_ and relu_, bit for bit (NaNs where LibTorch
+// has them): channels-last tensors with a tail after the last vector step, large enough to be
+// split over threads; and a pair with different strides, which takes LibTorch's path.
+void expect_same_as_add_relu(torch::ScalarType dtype) {
+    torch::manual_seed(9);
+    const auto channels_last = torch::MemoryFormat::ChannelsLast;
+    torch::Tensor out = torch::randn({2, 67, 41, 43}).to(dtype).contiguous(channels_last);
+    torch::Tensor shortcut = torch::randn({2, 67, 41, 43}).to(dtype).contiguous(channels_last);
+    out.select(0, 1).select(0, 3).select(0, 5).select(0, 7).fill_(std::numeric_limits<float>::quiet_NaN());
+    torch::Tensor expected = out.clone().add_(shortcut).relu_();
+    torch::Tensor got = out.clone();
+    boneage::fast::add_relu_(got, shortcut);
+    ASSERT_TRUE(torch::equal(got.isnan(), expected.isnan()));
+    ASSERT_TRUE(got.isnan().any().item<bool>());
+    EXPECT_TRUE(torch::equal(got.nan_to_num(0.0), expected.nan_to_num(0.0)));
+    EXPECT_GT((got == 0).sum().item<std::int64_t>(), got.numel() / 4);  // the ReLU clamped
+
+    torch::Tensor mixed = out.contiguous();  // channels-first strides against channels-last
+    boneage::fast::add_relu_(mixed, shortcut);
+    EXPECT_TRUE(torch::equal(mixed.nan_to_num(0.0), expected.nan_to_num(0.0)));
+}
+
+TEST(ResidualEnd, Fp32IsBitForBitAddThenRelu) { expect_same_as_add_relu(torch::kFloat32); }
+
+TEST(ResidualEnd, Bf16IsBitForBitAddThenRelu) {
+    if (!boneage::has_avx512_bf16())
+        GTEST_SKIP() << "this CPU has no AVX512_BF16 (" << boneage::cpu_description() << ")";
+    expect_same_as_add_relu(torch::kBFloat16);
 }
 
 TEST_F(FastPathTest, RejectsImagesOfTheWrongSize) {

@@ -11,6 +11,7 @@
 #include <boneage/memory_format.hpp>
 
 #include "models/gemv.hpp"
+#include "models/residual.hpp"
 
 namespace boneage::fast {
 
@@ -208,8 +209,7 @@ public:
         for (auto& b : blocks_) {
             torch::Tensor out = x;
             for (auto& conv : b.convs) out = conv(out);
-            out.add_(b.downsample ? (*b.downsample)(x) : x);
-            x = out.relu_();
+            x = add_relu_(out, b.downsample ? (*b.downsample)(x) : x);
         }
         return x;
     }
