@@ -7,19 +7,19 @@
 //
 //   build/bench-bf16-peak [SECONDS]
 #include <ATen/Parallel.h>
-#include <boneage/cpu_features.hpp>
-
-#include "models/gemv.hpp"
 #include <fmt/format.h>
 #include <immintrin.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <atomic>
+#include <boneage/cpu_features.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
 #include <vector>
+
+#include "models/gemv.hpp"
 
 namespace {
 

@@ -4,12 +4,12 @@
 //
 //   build/bench-residual-end [BATCH] [REPS]
 #include <ATen/Parallel.h>
-#include <boneage/cpu_features.hpp>
-#include <boneage/parallel.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <boneage/cpu_features.hpp>
+#include <boneage/parallel.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -26,7 +26,9 @@ double median_ms(int reps, const std::function<void()>& pass) {
     for (int i = 0; i < reps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         pass();
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
     }
     std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
     return ms[reps / 2];
@@ -62,7 +64,9 @@ int main(int argc, char** argv) {
     const double fused = median_ms(reps, [&] {
         for (auto& [out, shortcut] : blocks) boneage::fast::add_relu_(out, shortcut);
     });
-    fmt::print("batch {}, {} threads, median of {}: add_ + relu_ {:.3f} ms, one pass {:.3f} ms per forward\n",
-               batch, at::get_num_threads(), reps, libtorch, fused);
+    fmt::print(
+        "batch {}, {} threads, median of {}: add_ + relu_ {:.3f} ms, one pass {:.3f} ms per "
+        "forward\n",
+        batch, at::get_num_threads(), reps, libtorch, fused);
     return 0;
 }

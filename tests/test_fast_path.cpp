@@ -192,14 +192,16 @@ TEST(Gemv, Bf16MatchesTheExactProductOfTheRoundedValues) {
 }
 
 // The fused residual end against LibTorch's add_ and relu_, bit for bit (NaNs where LibTorch
-// has them): channels-last tensors with a tail after the last vector step, large enough to be
-// split over threads; and a pair with different strides, which takes LibTorch's path.
+// has them): channels-last tensors with a tail after the last vector step, more elements than
+// one task takes (so split over threads where there are two); and a pair with different
+// strides, which takes LibTorch's path.
 void expect_same_as_add_relu(torch::ScalarType dtype) {
     torch::manual_seed(9);
     const auto channels_last = torch::MemoryFormat::ChannelsLast;
-    torch::Tensor out = torch::randn({2, 67, 41, 43}).to(dtype).contiguous(channels_last);
-    torch::Tensor shortcut = torch::randn({2, 67, 41, 43}).to(dtype).contiguous(channels_last);
-    out.select(0, 1).select(0, 3).select(0, 5).select(0, 7).fill_(std::numeric_limits<float>::quiet_NaN());
+    torch::Tensor out = torch::randn({2, 67, 51, 43}).to(dtype).contiguous(channels_last);
+    torch::Tensor shortcut = torch::randn({2, 67, 51, 43}).to(dtype).contiguous(channels_last);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    out.select(0, 1).select(0, 3).select(0, 5).select(0, 7).fill_(nan);
     torch::Tensor expected = out.clone().add_(shortcut).relu_();
     torch::Tensor got = out.clone();
     boneage::fast::add_relu_(got, shortcut);

@@ -4,9 +4,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdint>
-
 #include <boneage/cpu_features.hpp>
+#include <cstdint>
 
 namespace boneage::fast {
 
@@ -26,9 +25,10 @@ __attribute__((target("avx512f"))) void fp32_add_relu(float* out, const float* i
     const __m512 zero = _mm512_setzero_ps();
     std::int64_t i = begin;
     for (; i + 16 <= end; i += 16)
-        _mm512_storeu_ps(out + i, _mm512_maskz_max_ps(kAll, zero,
-                                                      _mm512_maskz_add_ps(kAll, _mm512_loadu_ps(out + i),
-                                                                          _mm512_loadu_ps(in + i))));
+        _mm512_storeu_ps(out + i,
+                         _mm512_maskz_max_ps(kAll, zero,
+                                             _mm512_maskz_add_ps(kAll, _mm512_loadu_ps(out + i),
+                                                                 _mm512_loadu_ps(in + i))));
     for (; i < end; ++i) out[i] = std::max(out[i] + in[i], 0.0f);
 }
 
@@ -41,18 +41,19 @@ __attribute__((target("avx512f"))) inline __m512 widen(const at::BFloat16* p) {
 // bf16 is widened to fp32 (exact), summed, clamped at zero and rounded back to nearest even
 // with the AVX512_BF16 conversion: what LibTorch's bf16 add does, one element at a time.
 __attribute__((target("avx512f,avx512bf16"))) void bf16_add_relu(at::BFloat16* out,
-                                                                  const at::BFloat16* in,
-                                                                  std::int64_t begin,
-                                                                  std::int64_t end) {
+                                                                 const at::BFloat16* in,
+                                                                 std::int64_t begin,
+                                                                 std::int64_t end) {
     const __m512 zero = _mm512_setzero_ps();
     std::int64_t i = begin;
     for (; i + 16 <= end; i += 16) {
-        const __m512 sum =
-            _mm512_maskz_max_ps(kAll, zero, _mm512_maskz_add_ps(kAll, widen(out + i), widen(in + i)));
+        const __m512 sum = _mm512_maskz_max_ps(
+            kAll, zero, _mm512_maskz_add_ps(kAll, widen(out + i), widen(in + i)));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(sum));
     }
     for (; i < end; ++i)
-        out[i] = at::BFloat16(std::max(static_cast<float>(out[i]) + static_cast<float>(in[i]), 0.0f));
+        out[i] =
+            at::BFloat16(std::max(static_cast<float>(out[i]) + static_cast<float>(in[i]), 0.0f));
 }
 
 bool fusable(const torch::Tensor& out, const torch::Tensor& shortcut) {
@@ -73,11 +74,13 @@ torch::Tensor& add_relu_(torch::Tensor& out, const torch::Tensor& shortcut) {
     if (out.scalar_type() == torch::kFloat32) {
         float* o = out.data_ptr<float>();
         const float* s = shortcut.data_ptr<float>();
-        at::parallel_for(0, n, kGrain, [&](std::int64_t b, std::int64_t e) { fp32_add_relu(o, s, b, e); });
+        at::parallel_for(0, n, kGrain,
+                         [&](std::int64_t b, std::int64_t e) { fp32_add_relu(o, s, b, e); });
     } else {
         auto* o = out.data_ptr<at::BFloat16>();
         const auto* s = shortcut.data_ptr<at::BFloat16>();
-        at::parallel_for(0, n, kGrain, [&](std::int64_t b, std::int64_t e) { bf16_add_relu(o, s, b, e); });
+        at::parallel_for(0, n, kGrain,
+                         [&](std::int64_t b, std::int64_t e) { bf16_add_relu(o, s, b, e); });
     }
     return out;
 }
