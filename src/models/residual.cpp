@@ -3,6 +3,11 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+// Without OpenMP at compile time, at::parallel_for (a header template) runs on one thread.
+#ifndef _OPENMP
+#error "compile with OpenMP (CMakeLists.txt links OpenMP::OpenMP_CXX)"
+#endif
+
 #include <algorithm>
 #include <boneage/cpu_features.hpp>
 #include <cstdint>
