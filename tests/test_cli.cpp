@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <sched.h>
+
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -180,6 +182,25 @@ TEST(Cli, EvaluateReportComparesSeveralModels) {
     EXPECT_TRUE(fs::exists(report / "predictions.csv"));
     EXPECT_TRUE(fs::exists(report / "metrics.png"));
     EXPECT_TRUE(fs::exists(report / "samples.png"));
+}
+
+// OMP_PROC_BIND binds the main thread to one core; the default thread count must still be
+// every core the process may use, as read before the binding.
+TEST(Cli, BenchCountsEveryCoreWhenOpenMpBindsTheMainThread) {
+    cpu_set_t set;
+    ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+    const int cores = CPU_COUNT(&set);
+    if (cores < 2) GTEST_SKIP() << "one core: binding cannot narrow the count";
+    std::string out;
+    ASSERT_EQ(run_command("{ OMP_PROC_BIND=true " + kCli +
+                              " bench --tests infer --arch shallow --precision fp32 --batch 1"
+                              " --reps 1 --warmup 0 --input-size 64 --format json 2>/dev/null; }",
+                          &out),
+              0)
+        << out;
+    const auto rows = nlohmann::json::parse(out);
+    ASSERT_EQ(rows.size(), 1u) << out;
+    EXPECT_EQ(rows[0].at("threads").get<int>(), cores) << out;
 }
 
 TEST(Cli, SynthPreprocessPredictEndToEnd) {

@@ -1,6 +1,6 @@
 #include <boneage/parallel.hpp>
 
-#include <sched.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,10 +12,10 @@
 namespace boneage {
 
 int default_thread_count() {
-    // The affinity mask, not hardware_concurrency(): a container may see more cores than it gets.
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-    return std::max(1u, std::thread::hardware_concurrency());
+    // The cores in the affinity mask the process started with, not hardware_concurrency(): a
+    // container may see more cores than it gets. OpenMP keeps that count; the calling thread's
+    // own mask is narrower where OMP_PROC_BIND has bound the main thread to one core.
+    return std::max(1, omp_get_num_procs());
 }
 
 void parallel_for(std::size_t count, int threads, const std::function<void(std::size_t)>& fn) {
