@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <boneage/cpu_features.hpp>
+#include <boneage/parallel.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -24,6 +25,29 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The flatten head's first layer of ResNet-50 at 320 px: 204,800 -> 256 in bf16.
+constexpr std::int64_t kHeadRows = 256, kHeadInputs = 204800;
+constexpr double kHeadBytes = kHeadRows * kHeadInputs * 2.0;
+
+// Milliseconds of each call of `fn` made for `seconds`, after one untimed call.
+template <class F>
+std::vector<double> call_ms(double seconds, F&& fn) {
+    fn();
+    std::vector<double> ms;
+    const auto start = Clock::now();
+    while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+        const auto t0 = Clock::now();
+        fn();
+        ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    return ms;
+}
+
+double median(std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+}
 
 // Twelve independent accumulators hide the instruction's latency; each instruction does 16
 // lanes x 2 products x (multiply + add) = 64 floating-point operations.
@@ -70,36 +94,18 @@ double matmul_rate(int n, double seconds) {
     torch::NoGradGuard no_grad;
     const auto a = torch::randn({n, n}).to(torch::kBFloat16);
     const auto b = torch::randn({n, n}).to(torch::kBFloat16);
-    auto c = torch::matmul(a, b);
-    double best = 0.0;
-    const auto start = Clock::now();
-    while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-        const auto t0 = Clock::now();
-        c = torch::matmul(a, b);
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        best = std::max(best, 2.0 * n * n * static_cast<double>(n) / s / 1e9);
-    }
-    return best;
+    const auto ms = call_ms(seconds, [&] { torch::matmul(a, b); });
+    return 2.0 * n * n * static_cast<double>(n) / *std::min_element(ms.begin(), ms.end()) / 1e6;
 }
 
 // GB/s of the fast path's matrix-vector kernel on the flatten head's first layer, its median
 // call after a warm-up (weights far larger than any cache, so it reads memory each time).
 double head_stream_rate(double seconds) {
     torch::NoGradGuard no_grad;
-    const auto w = (torch::randn({256, 204800}) * 0.01).to(torch::kBFloat16);
-    const auto x = torch::randn({204800}).to(torch::kBFloat16);
-    const auto b = torch::zeros({256});
-    auto y = boneage::fast::gemv(w, x, b);
-    std::vector<double> ms;
-    const auto start = Clock::now();
-    while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-        const auto t0 = Clock::now();
-        y = boneage::fast::gemv(w, x, b);
-        ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    const double bytes = static_cast<double>(w.numel()) * 2.0;
-    return bytes / (ms[ms.size() / 2] / 1e3) / 1e9;
+    const auto w = (torch::randn({kHeadRows, kHeadInputs}) * 0.01).to(torch::kBFloat16);
+    const auto x = torch::randn({kHeadInputs}).to(torch::kBFloat16);
+    const auto b = torch::zeros({kHeadRows});
+    return kHeadBytes / median(call_ms(seconds, [&] { boneage::fast::gemv(w, x, b); })) / 1e6;
 }
 
 // The floats of 16-float blocks [begin, end), summed with 512-bit loads.
@@ -118,24 +124,18 @@ __attribute__((target("avx512f"))) float sum_blocks(const float* data, std::int6
 // GB/s of a plain read of the same 105 MB, split over the threads as the kernel splits its
 // rows: the pace the memory allows the head's layer.
 double read_rate(double seconds) {
-    const std::int64_t count = 256 * 204800 * 2 / sizeof(float);
+    const std::int64_t count = static_cast<std::int64_t>(kHeadBytes) / sizeof(float);
     const auto buffer = torch::ones({count});
     const float* data = buffer.data_ptr<float>();
-    std::vector<double> ms;
     double total = 0.0;
-    const auto start = Clock::now();
-    while (std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    const auto ms = call_ms(seconds, [&] {
         std::vector<float> sums(at::get_num_threads(), 0.0f);
-        const auto t0 = Clock::now();
         at::parallel_for(0, count / 16, 1 << 14, [&](std::int64_t begin, std::int64_t end) {
             sums[at::get_thread_num()] += sum_blocks(data, begin, end);
         });
-        ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
         for (float v : sums) total += v;
-    }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    const double rate =
-        static_cast<double>(count) * sizeof(float) / (ms[ms.size() / 2] / 1e3) / 1e9;
+    });
+    const double rate = kHeadBytes / median(ms) / 1e6;
     return total > 0.0 ? rate : 0.0;  // the sums are used, so the reads are not removed
 }
 
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
         fmt::print("this CPU has no AVX512-BF16; nothing to measure\n");
         return 1;
     }
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    const int cores = boneage::default_thread_count();
     fmt::print("| measure | threads | GFLOP/s |\n| --- | ---: | ---: |\n");
     fmt::print("| vdpbf16ps loop | 1 | {:.1f} |\n", instruction_peak(1, seconds));
     fmt::print("| vdpbf16ps loop | {} | {:.1f} |\n", cores, instruction_peak(cores, seconds));
@@ -160,9 +160,9 @@ int main(int argc, char** argv) {
     const double gbs = head_stream_rate(seconds);
     fmt::print("\n| measure | threads | GB/s | ms per image |\n| --- | ---: | ---: | ---: |\n");
     fmt::print("| flatten head's first layer, bf16 (105 MB) | {} | {:.1f} | {:.2f} |\n", cores, gbs,
-               256.0 * 204800 * 2 / 1e9 / gbs * 1e3);
+               kHeadBytes / gbs / 1e6);
     const double plain = read_rate(seconds);
     fmt::print("| plain read of 105 MB | {} | {:.1f} | {:.2f} |\n", cores, plain,
-               256.0 * 204800 * 2 / 1e9 / plain * 1e3);
+               kHeadBytes / plain / 1e6);
     return 0;
 }
