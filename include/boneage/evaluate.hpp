@@ -72,6 +72,9 @@ struct FailedItem {
 struct EvalSet {
     std::vector<EvalSample> samples;
     std::vector<FailedItem> failed;     // unreadable images, missing files, rejected label rows
+    // Images the hand gate refused (the error is its reason): kept out of the metrics, and
+    // counted in every output, never dropped silently.
+    std::vector<FailedItem> rejected;
     PreprocessSettings settings;        // how the samples were preprocessed
     std::string source;                 // the images dir or cache file, for the report
     std::string split = "all";          // which ids were kept (EvalSetOptions::split)
@@ -87,6 +90,8 @@ struct EvalSetOptions {
     std::string split = "all";
     int threads = 0;                    // preprocessing threads (0: one per core)
     std::function<void(std::size_t, std::size_t)> progress;  // (done, total), optional
+    // Screens each image before preprocessing (images only: a cache holds no originals).
+    std::shared_ptr<const HandGate> gate;
 };
 
 // Reads and preprocesses a labelled set with `settings`, or maps a prepared cache. With a cache
@@ -122,6 +127,7 @@ struct Evaluation {
     Metrics metrics;
     std::vector<ItemResult> items;
     std::vector<FailedItem> failed;
+    std::vector<FailedItem> rejected;  // refused by the hand gate (EvalSet::rejected)
     std::vector<std::string> warnings;
     double seconds = 0.0;         // wall time of the forward passes
     std::string precision;        // "fp32" | "bf16": what the network ran in (Predictor)
@@ -129,7 +135,7 @@ struct Evaluation {
 };
 
 // {model, model_file, arch, head, uses_sex, model_bytes, ms_per_step, n, mae, rmse, msle, failed
-//  [{id, error}], warnings, seconds, validation, precision, views}.
+//  [{id, error}], rejected [{id, reason}], warnings, seconds, validation, precision, views}.
 void to_json(nlohmann::json& j, const Evaluation& e);
 
 // Runs the predictor over every sample (with each sample's sex when the model uses it) and
@@ -148,6 +154,8 @@ std::vector<std::pair<AgeBand, Metrics>> metrics_by_age_band(
 struct ReportOptions {
     int sample_count = 8;   // preprocessed samples on the sample sheet
     bool figures = true;    // false writes only report.md and predictions.csv
+    // When set, the sample sheet shows where this model (the first evaluated) looked.
+    std::optional<LoadedModel> heatmap_model;
 };
 
 // What write_report wrote.
@@ -170,7 +178,10 @@ ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Eva
 bool gnuplot_available();
 
 // A grid of preprocessed samples, each captioned with its true and predicted age (the paper's
-// Fig. 2). `eval` supplies the predictions (matched by id; may be null). 8-bit BGR image.
-cv::Mat sample_sheet(const EvalSet& set, const Evaluation* eval, int count, int tile = 240);
+// Fig. 2). `eval` supplies the predictions (matched by id; may be null). With `heatmap_model`,
+// each sample shows where that model looked (overlay_heatmap in heatmap.hpp, with the
+// sample's sex); a sample of another size than the model's preprocessing stays grey. 8-bit BGR.
+cv::Mat sample_sheet(const EvalSet& set, const Evaluation* eval, int count, int tile = 240,
+                     const LoadedModel* heatmap_model = nullptr);
 
 }  // namespace boneage

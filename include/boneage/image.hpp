@@ -24,6 +24,21 @@ struct ReadLimits {
     int max_side = 30'000;                  // longest side in pixels
 };
 
+// Who and what a DICOM image belongs to, as its header says; empty strings where it says
+// nothing (and for every other format). Dates are DICOM DA text, "YYYYMMDD".
+struct DicomIdentity {
+    std::string patient_id;            // (0010,0020)
+    std::string patient_name;          // (0010,0010), DICOM PN text ("Family^Given")
+    std::string patient_sex;           // (0010,0040): "M", "F" or "O"
+    std::string patient_birth_date;    // (0010,0030)
+    std::string study_date;            // (0008,0020)
+    std::string accession_number;      // (0008,0050)
+    std::string study_instance_uid;    // (0020,000D)
+    std::string series_instance_uid;   // (0020,000E)
+    std::string sop_instance_uid;      // (0008,0018)
+    std::string sop_class_uid;         // (0008,0016)
+};
+
 // What was learned about the file while reading it.
 struct ImageInfo {
     std::string format;          // "png", "jpeg", "bmp", "tiff" or "dicom"
@@ -34,6 +49,11 @@ struct ImageInfo {
     std::string photometric;     // "MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", ...
     bool inverted = false;       // true when MONOCHROME1 was inverted so bone is bright
     std::optional<double> pixel_spacing_mm;  // row spacing from DICOM PixelSpacing, when given
+    // How coloured the file's pixels were before conversion to grey: the spread of the two
+    // opponent colour axes (Hasler and Suesstrunk's colourfulness without its mean term, so a
+    // tinted scan of a film stays near 0). 0 for grey sources; above about 12, a photograph.
+    double colourfulness = 0.0;
+    DicomIdentity dicom;         // patient, study and instance identifiers (DICOM only)
 };
 
 // One grey radiograph at its original size: CV_8UC1 for 8-bit sources, CV_16UC1 for deeper
@@ -54,6 +74,12 @@ cv::Mat to_8bit(const cv::Mat& grey);
 // and tests). With `monochrome1`, the stored values are inverted and the photometric
 // interpretation says so. `pixel_spacing_mm` > 0 is written as PixelSpacing.
 void write_dicom(const std::filesystem::path& file, const cv::Mat& grey, bool monochrome1 = false,
+                 double pixel_spacing_mm = 0.0);
+
+// The same, with the patient, study and instance identifiers of `identity` (sex, birth and
+// study dates, UIDs); a UID left empty is generated, as is every UID above.
+void write_dicom(const std::filesystem::path& file, const cv::Mat& grey,
+                 const DicomIdentity& identity, bool monochrome1 = false,
                  double pixel_spacing_mm = 0.0);
 
 // Writes an image with OpenCV; the format follows the extension. Throws boneage::Error.

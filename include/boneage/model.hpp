@@ -48,6 +48,15 @@ public:
     virtual std::vector<torch::Tensor> l2_weights() = 0;
     const ModelConfig& config() const { return config_; }
 
+    // The trunk and the head apart, so that Grad-CAM (heatmap.hpp) reaches the last
+    // convolutional stage: forward(images, sex) computes head(features(images), sex).
+    // features() returns that stage's activations, N x C x h x w; head() returns N months.
+    // A net without one convolutional trunk (an ensemble: see ensemble_members) says false
+    // here, and both throw UsageError.
+    virtual bool has_features() const { return false; }
+    virtual torch::Tensor features(const torch::Tensor& images);
+    virtual torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex);
+
 protected:
     ModelConfig config_;
 };

@@ -26,44 +26,73 @@
 
 namespace boneage {
 
+class HandGate;  // hand_gate.hpp
+struct GateVerdict;
+
 // The range a reported bone age is clamped to, months. The Greulich-Pyle atlas and the RSNA
 // labels end at 19 years (228 months); a little room above keeps honest outputs for near-adult
 // hands while cutting off what no hand can be (negative ages, decades).
 constexpr double kMinBoneAgeMonths = 0.0;
 constexpr double kMaxBoneAgeMonths = 240.0;
 
-// What the caller knows about the patients of one request.
+// What the caller knows about the patients of one request. A DICOM input brings its own
+// PatientSex, PatientBirthDate and StudyDate; what is set here overrides them, per input.
+// The chronological age is the one given, else the months between the birth and study dates
+// (each from here, else from the DICOM).
 struct PredictRequest {
     std::optional<bool> male;                    // sex, when known (true male)
     std::optional<double> chronological_age_months;  // carried into each Prediction
+    std::optional<std::string> birth_date;       // "YYYY-MM-DD" (calendar.hpp)
+    std::optional<std::string> study_date;       // "YYYY-MM-DD"
+    // Keep each ok input's preprocessed image in Prediction::image (for heatmaps); off, the
+    // images are freed as soon as their batch has run.
+    bool keep_images = false;
 };
 
-// One input's result. A failed input has status "error" and a message; nothing else is set.
+// One input's result. A failed input has status "error" and a message; an input that is not a
+// whole hand radiograph has status "rejected" and the reason in the message. Neither carries a
+// bone age.
 struct Prediction {
     std::filesystem::path path;       // the input file (empty for in-memory radiographs)
-    std::string status = "ok";        // "ok" or "error"
-    std::string message;              // the error when status is "error"
+    std::string status = "ok";        // "ok", "rejected" or "error"
+    std::string message;              // the error, or why the input was rejected
     double bone_age_months = 0.0;     // the network's output clamped to the range above
     double raw_months = 0.0;          // the network's output before clamping
-    std::optional<bool> male;         // the sex fed to the network, when one was
+    std::optional<bool> male;         // the patient's sex, when known (fed to a model using sex)
     bool sex_averaged = false;        // the model uses sex, none was given: mean of both
-    std::optional<double> chronological_age_months;  // as given in the request
-    // Z-score of the bone age for the chronological age and sex. Needs reference tables of
-    // bone age spread by age and sex, which this stage does not hold: always empty here.
+    std::optional<double> chronological_age_months;  // given, or from the birth and study dates
+    // The bone age against the chronological age (clinical/bone_age_reference.hpp): the
+    // Z-score, the reference SD it divides by, and "delayed", "normal" or "advanced". Empty
+    // without a chronological age or a sex; `z_score_note` then says why there is none.
     std::optional<double> z_score;
+    std::optional<double> reference_sd_months;
+    std::string interpretation;
+    std::string z_score_note;
+    // The hand gate's probability that the input is a whole hand radiograph (empty when the
+    // gate did not run: --accept-all, or no gate model).
+    std::optional<double> hand_score;
+    ImageInfo source;                 // what reading the input learned (DICOM identifiers)
     HandBox hand;                     // where the hand was found, in original pixels
     int width = 0;                    // original image size, pixels
     int height = 0;
     std::vector<std::string> warnings;  // from preprocessing and from prediction
     std::string precision;            // "fp32" or "bf16": what the network ran in (ok only)
     int views = 1;                    // test-time views averaged (1: the image alone)
+    cv::Mat image;                    // the preprocessed image, when the request kept it
+    std::filesystem::path heatmap;    // the heatmap picture written for it (write_heatmaps)
 
     bool ok() const { return status == "ok"; }
+    // Bone age minus chronological age, months; empty unless ok with a chronological age.
+    std::optional<double> difference_months() const {
+        if (!ok() || !chronological_age_months) return std::nullopt;
+        return bone_age_months - *chronological_age_months;
+    }
 };
 
 // {path, status, message, bone_age_months, raw_months, male, sex_averaged,
 //  chronological_age_months, z_score, box [x,y,w,h], method, confidence, width, height,
-//  warnings, precision, views}; absent values are null.
+//  warnings, precision, views, difference_months, reference_sd_months, interpretation,
+//  z_score_note, heatmap}; absent values are null.
 void to_json(nlohmann::json& j, const Prediction& p);
 
 struct PredictorOptions {
@@ -75,6 +104,9 @@ struct PredictorOptions {
     // Test-time augmentation: the mean over this many fixed views of each image (tta_views),
     // at as many forward passes. 1 runs the image alone.
     int views = 1;
+    // Refuses inputs that are not whole hand radiographs (status "rejected", no bone age)
+    // before they are preprocessed. Null: every input is read, whatever it shows.
+    std::shared_ptr<const HandGate> gate;
 };
 
 // The most test-time views there are.
@@ -125,10 +157,20 @@ public:
 
 private:
     Prediction finish(Prediction p, double raw, const PredictRequest& request) const;
+    // The gate's verdict on one input; nullopt when the predictor has no gate.
+    std::optional<GateVerdict> screen(const Radiograph& radiograph) const;
 
     LoadedModel model_;
     PredictorOptions options_;
     std::unique_ptr<FastModel> fast_;  // built once from model_.net; runs every forward pass
 };
+
+// Where the network looked (heatmap.hpp), for every ok prediction that kept its image
+// (PredictRequest::keep_images): writes DIR/<stem>.heatmap.png (<stem>-2.heatmap.png, ... when
+// inputs share a stem), captioned with the bone age, and records the path in
+// Prediction::heatmap. Creates DIR. Throws boneage::Error naming the file when DIR or a
+// picture cannot be written; a prediction without its image is left without a heatmap.
+void write_heatmaps(const LoadedModel& model, std::vector<Prediction>& predictions,
+                    const std::filesystem::path& dir);
 
 }  // namespace boneage

@@ -3,6 +3,7 @@
 #include <boneage/evaluate.hpp>
 
 #include <boneage/error.hpp>
+#include <boneage/hand_gate.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
 
@@ -80,6 +81,7 @@ EvalSet from_images(const EvalSetOptions& options, const PreprocessSettings& set
 
     std::vector<cv::Mat> images(rows.size());
     std::vector<std::string> errors(rows.size());
+    std::vector<std::string> refusals(rows.size());
     std::atomic<std::size_t> done{0};
     parallel_for(rows.size(), options.threads, [&](std::size_t i) {
         try {
@@ -87,7 +89,15 @@ EvalSet from_images(const EvalSetOptions& options, const PreprocessSettings& set
             if (file.empty())
                 throw Error(ErrorKind::NotFound, options.images_dir / rows[i].id,
                             "no image for this id (.png, .jpg, .jpeg, .dcm, .tif, .tiff, .bmp)");
-            cv::Mat image = preprocess(read_radiograph(file), settings).image;
+            const Radiograph radiograph = read_radiograph(file);
+            if (options.gate) {
+                const GateVerdict verdict = options.gate->check(radiograph);
+                if (!verdict.accepted) {
+                    refusals[i] = verdict.reason;
+                    return;
+                }
+            }
+            cv::Mat image = preprocess(radiograph, settings).image;
             images[i] = image.isContinuous() ? image : image.clone();
         } catch (const std::exception& e) {
             errors[i] = e.what();
@@ -95,7 +105,9 @@ EvalSet from_images(const EvalSetOptions& options, const PreprocessSettings& set
         if (options.progress) options.progress(++done, rows.size());
     });
     for (std::size_t i = 0; i < rows.size(); ++i) {
-        if (images[i].empty())
+        if (!refusals[i].empty())
+            set.rejected.push_back({rows[i].id, refusals[i]});
+        else if (images[i].empty())
             set.failed.push_back({rows[i].id, errors[i]});
         else
             set.samples.push_back({rows[i].id, rows[i].age_months, rows[i].male, images[i]});
@@ -112,6 +124,9 @@ EvalSet load_eval_set(const EvalSetOptions& options, const PreprocessSettings& s
             throw UsageError("give either a prepared cache or images and labels, not both");
         EvalSet set = from_cache(options, settings, keep);
         set.split = options.split;
+        if (options.gate)
+            set.warnings.push_back("the hand gate did not screen these images: a prepared cache "
+                                   "holds only preprocessed images");
         return set;
     }
     if (options.images_dir.empty() || options.labels_csv.empty())

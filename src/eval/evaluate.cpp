@@ -47,6 +47,7 @@ Evaluation evaluate(Predictor& predictor, const EvalSet& set, const std::filesys
         e.training_loss = it->value("loss", std::string("msle"));
     e.validation = model.meta.validation;
     e.failed = set.failed;
+    e.rejected = set.rejected;
     e.warnings = set.warnings;
     if (set.samples.empty()) return e;
 
@@ -83,6 +84,8 @@ void to_json(nlohmann::json& j, const Evaluation& e) {
     using nlohmann::json;
     json failed = json::array();
     for (const FailedItem& f : e.failed) failed.push_back({{"id", f.id}, {"error", f.error}});
+    json rejected = json::array();
+    for (const FailedItem& r : e.rejected) rejected.push_back({{"id", r.id}, {"reason", r.error}});
     j = json{{"model", e.model},
              {"model_file", e.model_file.string()},
              {"arch", e.arch},
@@ -95,6 +98,7 @@ void to_json(nlohmann::json& j, const Evaluation& e) {
              {"rmse", e.metrics.rmse},
              {"msle", e.metrics.msle},
              {"failed", failed},
+             {"rejected", rejected},
              {"warnings", e.warnings},
              {"seconds", e.seconds},
              {"validation", e.validation},

@@ -2,7 +2,10 @@
 // (in the precision asked for), in batches, with per-input failures kept per input.
 #include <boneage/predict.hpp>
 
+#include <boneage/bone_age_reference.hpp>
+#include <boneage/calendar.hpp>
 #include <boneage/error.hpp>
+#include <boneage/hand_gate.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
 #include <boneage/train.hpp>
@@ -99,12 +102,77 @@ std::vector<double> Predictor::predict_preprocessed(const std::vector<const std:
     return out;
 }
 
+namespace {
+
+// The chronological age from the birth and study dates, each from the request, else from the
+// DICOM header. A date the caller gave that cannot be used is reported in `warnings`.
+std::optional<double> age_from_dates(const PredictRequest& request, const DicomIdentity& dicom,
+                                     std::vector<std::string>& warnings) {
+    const std::string birth = request.birth_date.value_or(dicom.patient_birth_date);
+    const std::string study = request.study_date.value_or(dicom.study_date);
+    const bool asked = request.birth_date || request.study_date;
+    if (birth.empty() || study.empty()) {
+        if (asked)
+            warnings.push_back(birth.empty() ? "no birth date: chronological age unknown"
+                                             : "no study date: chronological age unknown");
+        return std::nullopt;
+    }
+    std::optional<Date> b = try_parse_date(birth), s = try_parse_date(study);
+    if (!b || !s) {
+        warnings.push_back(fmt::format("the date '{}' is not a date: chronological age "
+                                       "unknown", b ? study : birth));
+        return std::nullopt;
+    }
+    if (days_between(*b, *s) < 0) {
+        warnings.push_back(fmt::format("the study date {} comes before the birth date {}: "
+                                       "chronological age unknown", to_string(*s), to_string(*b)));
+        return std::nullopt;
+    }
+    return age_in_months(*b, *s);
+}
+
+// The request for one input: what the caller gave, else what the input's DICOM header says.
+PredictRequest for_input(const PredictRequest& request, const DicomIdentity& dicom,
+                         std::vector<std::string>& warnings) {
+    PredictRequest r = request;
+    if (!r.male && (dicom.patient_sex == "M" || dicom.patient_sex == "F"))
+        r.male = dicom.patient_sex == "M";
+    if (!r.chronological_age_months)
+        r.chronological_age_months = age_from_dates(request, dicom, warnings);
+    return r;
+}
+
+// predict_preprocessed for images of known and unknown sex mixed: those of unknown sex are
+// read as both sexes (when the model uses sex), the others as their own.
+std::vector<double> predict_mixed(Predictor& predictor,
+                                  const std::vector<const std::uint8_t*>& images,
+                                  const std::vector<std::optional<bool>>& male) {
+    std::vector<const std::uint8_t*> known_images, unknown_images;
+    std::vector<bool> known_sex;
+    for (std::size_t i = 0; i < images.size(); ++i) {
+        if (male[i]) known_sex.push_back(*male[i]);
+        (male[i] ? known_images : unknown_images).push_back(images[i]);
+    }
+    std::vector<double> known = known_images.empty()
+                                    ? std::vector<double>()
+                                    : predictor.predict_preprocessed(known_images, known_sex);
+    std::vector<double> unknown = unknown_images.empty()
+                                      ? std::vector<double>()
+                                      : predictor.predict_preprocessed(unknown_images);
+    std::vector<double> out(images.size());
+    std::size_t k = 0, u = 0;
+    for (std::size_t i = 0; i < images.size(); ++i) out[i] = male[i] ? known[k++] : unknown[u++];
+    return out;
+}
+
+}  // namespace
+
 Prediction Predictor::finish(Prediction p, double raw, const PredictRequest& request) const {
     p.status = "ok";
     p.raw_months = raw;
     p.chronological_age_months = request.chronological_age_months;
+    p.male = request.male;
     if (uses_sex()) {
-        p.male = request.male;
         p.sex_averaged = !request.male.has_value();
         if (p.sex_averaged)
             p.warnings.push_back(
@@ -123,6 +191,13 @@ Prediction Predictor::finish(Prediction p, double raw, const PredictRequest& req
         p.warnings.push_back(fmt::format("the model's output {:.1f} months lies outside {:.0f}-{:.0f}; "
                                          "reported clamped",
                                          raw, kMinBoneAgeMonths, kMaxBoneAgeMonths));
+    if (p.ok()) {
+        AgeAssessment a = assess_bone_age(p.bone_age_months, p.chronological_age_months, p.male);
+        p.z_score = a.z_score;
+        p.reference_sd_months = a.reference_sd_months;
+        p.interpretation = a.interpretation;
+        p.z_score_note = a.note;
+    }
     return p;
 }
 
@@ -144,26 +219,48 @@ Prediction describe(const std::filesystem::path& path, const Radiograph& r, cons
     out.width = r.pixels.cols;
     out.height = r.pixels.rows;
     out.warnings = p.hand.warnings;
+    out.source = r.info;
+    return out;
+}
+
+// An input the hand gate refused: why, and what was learned reading it; no bone age.
+Prediction rejected(const std::filesystem::path& path, const Radiograph& r, const GateVerdict& verdict) {
+    Prediction out;
+    out.path = path;
+    out.status = "rejected";
+    out.message = verdict.reason;
+    out.hand_score = verdict.hand_score;
+    out.width = r.pixels.cols;
+    out.height = r.pixels.rows;
+    out.source = r.info;
     return out;
 }
 
 }  // namespace
 
+std::optional<GateVerdict> Predictor::screen(const Radiograph& radiograph) const {
+    if (!options_.gate) return std::nullopt;
+    return options_.gate->check(radiograph);
+}
+
 Prediction Predictor::predict(const Radiograph& radiograph, const PredictRequest& request) {
+    const std::optional<GateVerdict> verdict = screen(radiograph);
+    if (verdict && !verdict->accepted) return rejected({}, radiograph, *verdict);
     Preprocessed p = preprocess(radiograph, settings());
     cv::Mat input = checked_input(p, image_size());
-    std::vector<bool> male;
-    if (request.male) male.push_back(*request.male);
-    double raw = predict_preprocessed({input.ptr<std::uint8_t>()}, male).front();
-    return finish(describe({}, radiograph, p), raw, request);
+    Prediction out = describe({}, radiograph, p);
+    if (verdict) out.hand_score = verdict->hand_score;
+    if (request.keep_images) out.image = input;
+    PredictRequest resolved = for_input(request, radiograph.info.dicom, out.warnings);
+    double raw = predict_mixed(*this, {input.ptr<std::uint8_t>()}, {resolved.male}).front();
+    return finish(std::move(out), raw, resolved);
 }
 
 std::vector<Prediction> Predictor::predict_files(
     const std::vector<std::filesystem::path>& files, const PredictRequest& request,
     const std::function<void(std::size_t, std::size_t)>& progress) {
     std::vector<Prediction> out(files.size());
-    std::vector<bool> male;
-    if (request.male) male.assign(1, *request.male);
+    std::vector<PredictRequest> requests(files.size(), request);  // each input's own sex, age
     // Chunks bound the memory held by decoded inputs while keeping every core busy.
     const std::size_t chunk = std::max<std::size_t>(64, std::size_t(options_.batch));
     std::size_t done = 0;
@@ -174,9 +271,17 @@ std::vector<Prediction> Predictor::predict_files(
             std::size_t i = start + k;
             try {
                 Radiograph r = read_radiograph(files[i]);
+                const std::optional<GateVerdict> verdict = screen(r);
+                if (verdict && !verdict->accepted) {
+                    out[i] = rejected(files[i], r, *verdict);
+                    return;
+                }
                 Preprocessed p = preprocess(r, settings());
                 inputs[k] = checked_input(p, image_size());
                 out[i] = describe(files[i], r, p);
+                if (verdict) out[i].hand_score = verdict->hand_score;
+                if (request.keep_images) out[i].image = inputs[k];
+                requests[i] = for_input(request, r.info.dicom, out[i].warnings);
             } catch (const std::exception& e) {
                 out[i].path = files[i];
                 out[i].status = "error";
@@ -191,10 +296,11 @@ std::vector<Prediction> Predictor::predict_files(
                 index.push_back(start + k);
             }
         try {
-            std::vector<bool> sexes = male.empty() ? male : std::vector<bool>(ready.size(), male[0]);
-            std::vector<double> raw = predict_preprocessed(ready, sexes);
+            std::vector<std::optional<bool>> sexes;
+            for (std::size_t i : index) sexes.push_back(requests[i].male);
+            std::vector<double> raw = predict_mixed(*this, ready, sexes);
             for (std::size_t k = 0; k < index.size(); ++k)
-                out[index[k]] = finish(std::move(out[index[k]]), raw[k], request);
+                out[index[k]] = finish(std::move(out[index[k]]), raw[k], requests[index[k]]);
         } catch (const std::exception& e) {
             for (std::size_t i : index) {
                 out[i].status = "error";
@@ -235,9 +341,16 @@ void to_json(nlohmann::json& j, const Prediction& p) {
         j["width"] = nullptr;
         j["height"] = nullptr;
     }
+    j["hand_score"] = p.hand_score ? json(*p.hand_score) : json(nullptr);
     j["warnings"] = p.warnings;
     j["precision"] = p.precision.empty() ? json(nullptr) : json(p.precision);
     j["views"] = ok ? json(p.views) : json(nullptr);
+    std::optional<double> difference = p.difference_months();
+    j["difference_months"] = difference ? json(*difference) : json(nullptr);
+    j["reference_sd_months"] = p.reference_sd_months ? json(*p.reference_sd_months) : json(nullptr);
+    j["interpretation"] = p.interpretation.empty() ? json(nullptr) : json(p.interpretation);
+    j["z_score_note"] = p.z_score_note.empty() ? json(nullptr) : json(p.z_score_note);
+    j["heatmap"] = p.heatmap.empty() ? json(nullptr) : json(p.heatmap.string());
 }
 
 }  // namespace boneage

@@ -251,12 +251,16 @@ ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Eva
         md << "\n## Error by sex\n\n" << sex_table(evals);
 
         if (set && !set->samples.empty()) {
-            cv::Mat sheet = sample_sheet(*set, &evals.front(), options.sample_count);
+            const LoadedModel* looked = options.heatmap_model ? &*options.heatmap_model : nullptr;
+            cv::Mat sheet = sample_sheet(*set, &evals.front(), options.sample_count, 240, looked);
             write_image(figure("samples.png"), sheet);
             md << "\n## Preprocessed samples (Fig. 2)\n\nThe network's inputs, spread over the "
                   "age range, with the true age and " << evals.front().model
-               << "'s prediction (error in brackets; red beyond 12 months).\n\n"
-                  "![samples](samples.png)\n";
+               << "'s prediction (error in brackets; red beyond 12 months)"
+               << (looked ? "; the colour shows where the network looked (Grad-CAM, brighter "
+                            "is more)"
+                          : "")
+               << ".\n\n![samples](samples.png)\n";
         }
     } else {
         md << "\n## Error by age band\n\n" << band_table(evals);

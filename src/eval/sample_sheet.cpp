@@ -1,6 +1,7 @@
 // The sheet of preprocessed samples (the paper's Fig. 2): what the network actually sees, with
 // the true and predicted age under each image.
 #include <boneage/evaluate.hpp>
+#include <boneage/heatmap.hpp>
 
 #include <fmt/format.h>
 #include <opencv2/imgproc.hpp>
@@ -35,11 +36,20 @@ double fitting_scale(const std::string& text, int width, double preferred) {
     return size.width <= width ? preferred : preferred * width / double(size.width);
 }
 
-cv::Mat caption_tile(const EvalSample& s, const ItemResult* result, int tile) {
+// The sample as the network sees it, under where `model` looked when there is one.
+cv::Mat tile_picture(const EvalSample& s, int tile, const LoadedModel* model) {
+    if (model && s.image.cols == model->meta.preprocess.output_size)
+        return overlay_heatmap(s.image, saliency(*model, s.image, s.male).map, tile);
     cv::Mat grey;
     cv::resize(s.image, grey, cv::Size(tile, tile), 0, 0, cv::INTER_AREA);
     cv::Mat picture;
     cv::cvtColor(grey, picture, cv::COLOR_GRAY2BGR);
+    return picture;
+}
+
+cv::Mat caption_tile(const EvalSample& s, const ItemResult* result, int tile,
+                     const LoadedModel* model) {
+    cv::Mat picture = tile_picture(s, tile, model);
 
     std::string first = fmt::format("{} ({})  true {:.0f} m", s.id, s.male ? "M" : "F", s.age_months);
     std::string second = result ? fmt::format("pred {:.1f} m  ({:+.1f})", result->predicted_months,
@@ -70,14 +80,16 @@ cv::Mat caption_tile(const EvalSample& s, const ItemResult* result, int tile) {
 
 }  // namespace
 
-cv::Mat sample_sheet(const EvalSet& set, const Evaluation* eval, int count, int tile) {
+cv::Mat sample_sheet(const EvalSet& set, const Evaluation* eval, int count, int tile,
+                     const LoadedModel* heatmap_model) {
     std::map<std::string, const ItemResult*> by_id;
     if (eval)
         for (const ItemResult& r : eval->items) by_id[r.id] = &r;
     std::vector<cv::Mat> tiles;
     for (const EvalSample* s : spread_by_age(set, count)) {
         auto it = by_id.find(s->id);
-        tiles.push_back(caption_tile(*s, it == by_id.end() ? nullptr : it->second, tile));
+        tiles.push_back(
+            caption_tile(*s, it == by_id.end() ? nullptr : it->second, tile, heatmap_model));
     }
     if (tiles.empty()) return {};
     const int columns = std::min<int>(4, int(tiles.size()));

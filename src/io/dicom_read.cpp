@@ -50,6 +50,22 @@ void check_native_length(DcmDataset& ds, int rows, int columns, const std::files
         throw Error(ErrorKind::Truncated, file, "DICOM pixel data is shorter than one frame");
 }
 
+// The identifiers a report about this image needs (and the patient's sex and dates).
+DicomIdentity identity(DcmDataset& ds) {
+    DicomIdentity id;
+    id.patient_id = text(ds, DCM_PatientID);
+    id.patient_name = text(ds, DCM_PatientName);
+    id.patient_sex = text(ds, DCM_PatientSex);
+    id.patient_birth_date = text(ds, DCM_PatientBirthDate);
+    id.study_date = text(ds, DCM_StudyDate);
+    id.accession_number = text(ds, DCM_AccessionNumber);
+    id.study_instance_uid = text(ds, DCM_StudyInstanceUID);
+    id.series_instance_uid = text(ds, DCM_SeriesInstanceUID);
+    id.sop_instance_uid = text(ds, DCM_SOPInstanceUID);
+    id.sop_class_uid = text(ds, DCM_SOPClassUID);
+    return id;
+}
+
 ErrorKind image_failure(EI_Status status) {
     switch (status) {
         case EIS_NotSupportedValue:
@@ -134,6 +150,7 @@ Radiograph read_dicom(const std::filesystem::path& file, const ReadLimits& limit
     r.info.inverted =
         image.isMonochrome() && image.getPhotometricInterpretation() == EPI_Monochrome1;
     r.info.pixel_spacing_mm = pixel_spacing(ds);
+    r.info.dicom = identity(ds);
     r.pixels = render(image, r.info.bits_stored, file);
     r.info.width = r.pixels.cols;
     r.info.height = r.pixels.rows;

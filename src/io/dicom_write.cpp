@@ -39,17 +39,27 @@ std::string new_uid(const char* root) {
     return dcmGenerateUniqueIdentifier(uid, root);
 }
 
-// Patient, study, series, equipment and SOP identification: mostly empty type 2 elements,
-// present because the Secondary Capture IOD requires them.
-void put_identification(DatasetWriter& out) {
-    out.put(DCM_SOPClassUID, UID_SecondaryCaptureImageStorage);
-    out.put(DCM_SOPInstanceUID, new_uid(SITE_INSTANCE_UID_ROOT));
-    out.put(DCM_StudyInstanceUID, new_uid(SITE_STUDY_UID_ROOT));
-    out.put(DCM_SeriesInstanceUID, new_uid(SITE_SERIES_UID_ROOT));
+std::string or_new_uid(const std::string& given, const char* root) {
+    return given.empty() ? new_uid(root) : given;
+}
+
+// Patient, study, series, equipment and SOP identification: what `id` gives, else empty type
+// 2 elements, present because the Secondary Capture IOD requires them.
+void put_identification(DatasetWriter& out, const DicomIdentity& id) {
+    out.put(DCM_SOPClassUID, id.sop_class_uid.empty() ? std::string(UID_SecondaryCaptureImageStorage)
+                                                      : id.sop_class_uid);
+    out.put(DCM_SOPInstanceUID, or_new_uid(id.sop_instance_uid, SITE_INSTANCE_UID_ROOT));
+    out.put(DCM_StudyInstanceUID, or_new_uid(id.study_instance_uid, SITE_STUDY_UID_ROOT));
+    out.put(DCM_SeriesInstanceUID, or_new_uid(id.series_instance_uid, SITE_SERIES_UID_ROOT));
+    out.put(DCM_PatientName, id.patient_name);
+    out.put(DCM_PatientID, id.patient_id);
+    out.put(DCM_PatientBirthDate, id.patient_birth_date);
+    out.put(DCM_PatientSex, id.patient_sex);
+    out.put(DCM_StudyDate, id.study_date);
+    out.put(DCM_AccessionNumber, id.accession_number);
     for (const DcmTagKey& tag :
-         {DCM_PatientName, DCM_PatientID, DCM_PatientBirthDate, DCM_PatientSex, DCM_StudyDate,
-          DCM_StudyTime, DCM_ReferringPhysicianName, DCM_StudyID, DCM_AccessionNumber,
-          DCM_SeriesNumber, DCM_InstanceNumber, DCM_PatientOrientation})
+         {DCM_StudyTime, DCM_ReferringPhysicianName, DCM_StudyID, DCM_SeriesNumber,
+          DCM_InstanceNumber, DCM_PatientOrientation})
         out.put(tag, std::string());
     out.put(DCM_Modality, "OT");
     out.put(DCM_ConversionType, "WSD");  // workstation
@@ -59,6 +69,11 @@ void put_identification(DatasetWriter& out) {
 
 void write_dicom(const std::filesystem::path& file, const cv::Mat& grey, bool monochrome1,
                  double pixel_spacing_mm) {
+    write_dicom(file, grey, DicomIdentity{}, monochrome1, pixel_spacing_mm);
+}
+
+void write_dicom(const std::filesystem::path& file, const cv::Mat& grey,
+                 const DicomIdentity& identity, bool monochrome1, double pixel_spacing_mm) {
     if (grey.empty() || grey.channels() != 1 || (grey.depth() != CV_8U && grey.depth() != CV_16U))
         throw Error(ErrorKind::Usage, file, "write_dicom expects one 8- or 16-bit grey channel");
     if (grey.rows > 65535 || grey.cols > 65535)
@@ -76,7 +91,7 @@ void write_dicom(const std::filesystem::path& file, const cv::Mat& grey, bool mo
     DcmFileFormat dicom;
     DcmDataset& ds = *dicom.getDataset();
     DatasetWriter out(ds, file);
-    put_identification(out);
+    put_identification(out, identity);
 
     out.put(DCM_SamplesPerPixel, Uint16{1});
     out.put(DCM_PhotometricInterpretation, monochrome1 ? "MONOCHROME1" : "MONOCHROME2");

@@ -3,6 +3,10 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "io/readers.hpp"
 
 namespace boneage::io {
@@ -34,6 +38,29 @@ cv::Mat to_grey(cv::Mat image) {
         cv::normalize(grey, grey, 0, 65535, cv::NORM_MINMAX, CV_16U);
     }
     return grey;
+}
+
+// The spread of the opponent axes R - G and (R + G) / 2 - B over a sample of pixels, on the
+// 8-bit scale: colour that varies across the image, as in photographs and documents.
+double colourfulness(const cv::Mat& image) {
+    if (image.channels() < 3) return 0.0;
+    cv::Mat bgr;
+    if (image.channels() == 4)
+        cv::cvtColor(image, bgr, cv::COLOR_BGRA2BGR);
+    else
+        bgr = image;
+    const double scale = bgr.depth() == CV_16U ? 1.0 / 257.0 : bgr.depth() == CV_8U ? 1.0 : 255.0;
+    const int step = std::max(1, static_cast<int>(std::sqrt(bgr.total() / 65536.0)));
+    cv::Mat small;
+    cv::resize(bgr, small, cv::Size(std::max(1, bgr.cols / step), std::max(1, bgr.rows / step)), 0, 0,
+               cv::INTER_NEAREST);
+    small.convertTo(small, CV_32FC3, scale);
+    std::vector<cv::Mat> c;
+    cv::split(small, c);
+    cv::Scalar m_rg, s_rg, m_yb, s_yb;
+    cv::meanStdDev(c[2] - c[1], m_rg, s_rg);
+    cv::meanStdDev(0.5 * (c[2] + c[1]) - c[0], m_yb, s_yb);
+    return std::hypot(s_rg[0], s_yb[0]);
 }
 
 // Why OpenCV could refuse a file whose structure looked whole.
@@ -75,6 +102,7 @@ Radiograph decode_raster(Format format, const std::vector<std::uint8_t>& bytes,
                     std::string(format_name(format)) + " data could not be decoded");
 
     Radiograph r;
+    r.info.colourfulness = colourfulness(decoded);
     r.pixels = to_grey(decoded);
     if (white_is_zero) cv::bitwise_not(r.pixels, r.pixels);
     r.info.inverted = white_is_zero;

@@ -47,14 +47,22 @@ void RegressionHeadImpl::zero_output() {
 
 void check_inputs(const ModelConfig& config, const torch::Tensor& images,
                   const torch::Tensor& sex) {
+    check_images(config, images);
+    check_sex(config, images.size(0), sex);
+}
+
+void check_images(const ModelConfig& config, const torch::Tensor& images) {
     const std::int64_t s = config.input_size;
     TORCH_CHECK(
         images.dim() == 4 && images.size(1) == 1 && images.size(2) == s && images.size(3) == s,
         "images must be N x 1 x ", s, " x ", s, ", got ", images.sizes());
+}
+
+void check_sex(const ModelConfig& config, std::int64_t count, const torch::Tensor& sex) {
     if (!config.use_sex) return;
-    TORCH_CHECK(sex.defined() && sex.numel() == images.size(0),
-                "this model takes the sex of each image: expected ", images.size(0),
-                " values, got ", sex.defined() ? sex.numel() : 0);
+    TORCH_CHECK(sex.defined() && sex.numel() == count,
+                "this model takes the sex of each image: expected ", count, " values, got ",
+                sex.defined() ? sex.numel() : 0);
 }
 
 torch::Tensor to_months(const ModelConfig& config, const torch::Tensor& y) {

@@ -56,6 +56,9 @@ TORCH_MODULE(RegressionHead);
 
 // Checks images (N x 1 x S x S, S the configured size) and sex before a forward pass.
 void check_inputs(const ModelConfig& config, const torch::Tensor& images, const torch::Tensor& sex);
+// The two halves of check_inputs: the images alone, and `count` sexes when the model uses sex.
+void check_images(const ModelConfig& config, const torch::Tensor& images);
+void check_sex(const ModelConfig& config, std::int64_t count, const torch::Tensor& sex);
 
 // months = y * label_scale + label_offset.
 torch::Tensor to_months(const ModelConfig& config, const torch::Tensor& y);

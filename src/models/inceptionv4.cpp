@@ -184,17 +184,33 @@ public:
 
     torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
         check_inputs(config_, images, sex);
-        torch::Tensor x = Conv2d_2b_3x3(Conv2d_2a_3x3(Conv2d_1a_3x3(images)));
-        x = Mixed_5a(Mixed_4a(Mixed_3a(x)));
-        x = reduction_a(inception_a->forward(x));
-        x = reduction_b(inception_b->forward(x));
-        x = inception_c->forward(x);
-        return to_months(config_, head_->forward(x, sex));
+        return head(trunk(images), sex);
+    }
+
+    bool has_features() const override { return true; }
+
+    // The last Inception-C block's output.
+    torch::Tensor features(const torch::Tensor& images) override {
+        check_images(config_, images);
+        return trunk(images);
+    }
+
+    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
+        check_sex(config_, features.size(0), sex);
+        return to_months(config_, head_->forward(features, sex));
     }
 
     std::vector<torch::Tensor> l2_weights() override { return {}; }
 
 private:
+    torch::Tensor trunk(const torch::Tensor& images) {
+        torch::Tensor x = Conv2d_2b_3x3(Conv2d_2a_3x3(Conv2d_1a_3x3(images)));
+        x = Mixed_5a(Mixed_4a(Mixed_3a(x)));
+        x = reduction_a(inception_a->forward(x));
+        x = reduction_b(inception_b->forward(x));
+        return inception_c->forward(x);
+    }
+
     // Declared in the order of the network, which is the order of registration.
     BasicConv2d Conv2d_1a_3x3{register_module("Conv2d_1a_3x3", conv_unit(1, 32, 3, 2))};
     BasicConv2d Conv2d_2a_3x3{register_module("Conv2d_2a_3x3", conv_unit(32, 32, 3))};

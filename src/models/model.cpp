@@ -50,6 +50,14 @@ BoneAgeNet make_model(const ModelConfig& config) {
         config.arch));
 }
 
+torch::Tensor BoneAgeNetImpl::features(const torch::Tensor&) {
+    throw UsageError(fmt::format("a {} model has no single convolutional trunk", config_.arch));
+}
+
+torch::Tensor BoneAgeNetImpl::head(const torch::Tensor&, const torch::Tensor&) {
+    throw UsageError(fmt::format("a {} model has no single regression head", config_.arch));
+}
+
 namespace models {
 
 void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {

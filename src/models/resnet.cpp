@@ -132,15 +132,32 @@ public:
 
     torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
         check_inputs(config_, images, sex);
-        torch::Tensor x = torch::relu(bn1_->forward(conv1_->forward(images)));
-        x = torch::max_pool2d(x, 3, 2, 1);
-        for (auto& layer : layers_) x = layer->forward(x);
-        return to_months(config_, head_->forward(x, sex));
+        return head(trunk(images), sex);
+    }
+
+    bool has_features() const override { return true; }
+
+    // layer4's output.
+    torch::Tensor features(const torch::Tensor& images) override {
+        check_images(config_, images);
+        return trunk(images);
+    }
+
+    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
+        check_sex(config_, features.size(0), sex);
+        return to_months(config_, head_->forward(features, sex));
     }
 
     std::vector<torch::Tensor> l2_weights() override { return head_->l2_weights(); }
 
 private:
+    torch::Tensor trunk(const torch::Tensor& images) {
+        torch::Tensor x = torch::relu(bn1_->forward(conv1_->forward(images)));
+        x = torch::max_pool2d(x, 3, 2, 1);
+        for (auto& layer : layers_) x = layer->forward(x);
+        return x;
+    }
+
     torch::nn::Conv2d conv1_{nullptr};
     torch::nn::BatchNorm2d bn1_{nullptr};
     std::vector<torch::nn::Sequential> layers_;

@@ -34,14 +34,31 @@ public:
 
     torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
         check_inputs(config_, images, sex);
-        torch::Tensor x = images;
-        for (auto& conv : blocks_) x = torch::max_pool2d(torch::relu(conv->forward(x)), 2, 2);
-        return to_months(config_, head_->forward(x, sex));
+        return head(trunk(images), sex);
+    }
+
+    bool has_features() const override { return true; }
+
+    // The last block's pooled output.
+    torch::Tensor features(const torch::Tensor& images) override {
+        check_images(config_, images);
+        return trunk(images);
+    }
+
+    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
+        check_sex(config_, features.size(0), sex);
+        return to_months(config_, head_->forward(features, sex));
     }
 
     std::vector<torch::Tensor> l2_weights() override { return head_->l2_weights(); }
 
 private:
+    torch::Tensor trunk(const torch::Tensor& images) {
+        torch::Tensor x = images;
+        for (auto& conv : blocks_) x = torch::max_pool2d(torch::relu(conv->forward(x)), 2, 2);
+        return x;
+    }
+
     std::vector<torch::nn::Conv2d> blocks_;
     RegressionHead head_{nullptr};
 };

@@ -2,11 +2,15 @@
 // with a static Command object; main() builds the CLI11 app from the registry.
 #pragma once
 
+#include <boneage/error.hpp>
+#include <boneage/hand_gate.hpp>
 #include <boneage/predict.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,15 +39,28 @@ struct InferenceArgs {
     int threads = 0;                 // preprocessing threads (0: one per core)
     std::string precision = "auto";  // auto | fp32 | bf16
     int views = 1;                   // test-time views averaged per image
+    bool accept_all = false;         // no hand gate: every input gets a bone age
+    std::string gate;                // hand gate file; empty: the bundled one
+
+    // The gate file: --gate, else the bundled one; a usage error when neither exists.
+    std::filesystem::path resolve_gate() const {
+        if (!gate.empty()) return gate;
+        std::filesystem::path bundled = default_gate_path();
+        if (bundled.empty())
+            throw UsageError("no hand gate found (models/hand_gate.bin); pass --gate FILE, or "
+                             "--accept-all to read every input unscreened");
+        return bundled;
+    }
 
     // The predictor's options; a bad precision name is a usage error, thrown before any work
-    // (the ranges of the numbers are checked when the arguments are parsed).
+    // (the ranges of the numbers are checked when the arguments are parsed). Loads the gate.
     PredictorOptions predictor_options() const {
         PredictorOptions o;
         o.batch = batch;
         o.threads = threads;
         o.precision = parse_precision(precision);
         o.views = views;
+        if (!accept_all) o.gate = std::make_shared<const HandGate>(HandGate::load(resolve_gate()));
         return o;
     }
 };
@@ -66,6 +83,12 @@ inline void add_inference_options(CLI::App& sub, InferenceArgs& args) {
                        "(each view is one more forward pass)")
         ->check(CLI::Range(1, kMaxViews))
         ->capture_default_str();
+    sub.add_flag("--accept-all", args.accept_all,
+                 "read every input, even one the hand gate finds is not a whole hand radiograph "
+                 "(research runs); by default such inputs are rejected with a reason and no bone age");
+    sub.add_option("--gate", args.gate,
+                   "hand gate file (default: $BONEAGE_GATE or the bundled models/hand_gate.bin)")
+        ->check(CLI::ExistingFile);
 }
 
 }  // namespace boneage::cli

@@ -41,13 +41,17 @@ std::vector<std::filesystem::path> resolve_models(const std::vector<std::string>
 }
 
 void print_text(const std::vector<Evaluation>& evals) {
-    std::cout << fmt::format("{:<24} {:<12} {:>6} {:>9} {:>9} {:>9} {:>7}\n", "model", "arch", "n",
-                             "MAE", "RMSE", "MSLE", "failed");
+    std::cout << fmt::format("{:<24} {:<12} {:>6} {:>9} {:>9} {:>9} {:>7} {:>8}\n", "model", "arch", "n",
+                             "MAE", "RMSE", "MSLE", "failed", "rejected");
     for (const Evaluation& e : evals)
-        std::cout << fmt::format("{:<24} {:<12} {:>6} {:>9.3f} {:>9.3f} {:>9.5f} {:>7}\n", e.model,
+        std::cout << fmt::format("{:<24} {:<12} {:>6} {:>9.3f} {:>9.3f} {:>9.5f} {:>7} {:>8}\n", e.model,
                                  e.arch, e.metrics.n, e.metrics.mae, e.metrics.rmse,
-                                 e.metrics.msle, e.failed.size());
-    std::cout << "MAE and RMSE in months.\n";
+                                 e.metrics.msle, e.failed.size(), e.rejected.size());
+    std::cout << "MAE and RMSE in months, over the n images read; rejected: not whole hand "
+                 "radiographs by the hand gate, left out of the figures.\n";
+    if (!evals.empty())
+        for (const FailedItem& r : evals.front().rejected)
+            std::cout << "rejected " << r.id << ": " << r.error << '\n';
     if (!evals.empty())
         for (const std::string& w : evals.front().warnings) std::cout << "warning: " << w << '\n';
 }
@@ -66,12 +70,15 @@ int run_evaluate(const EvaluateArgs& args) {
     set_options.cache = args.cache;
     set_options.split = args.split;
     set_options.threads = args.inference.threads;
+    set_options.gate = options.gate;
 
     std::vector<Evaluation> evals;
     std::shared_ptr<EvalSet> first_set, set;
+    std::optional<LoadedModel> first_model;  // the report's sample sheet shows where it looked
     nlohmann::json set_settings;
     for (const std::filesystem::path& file : resolve_models(args.models)) {
         Predictor predictor(load_model(file), options);
+        if (!first_model && !args.report.empty()) first_model = predictor.model();
         // Models preprocessed alike share one pass over the images.
         nlohmann::json wanted = predictor.settings();
         if (!set || wanted != set_settings) {
@@ -107,13 +114,18 @@ int run_evaluate(const EvaluateArgs& args) {
     if (!args.report.empty()) {
         ReportOptions options;
         options.sample_count = args.samples;
+        options.heatmap_model = first_model;
         ReportFiles files = write_report(args.report, evals, first_set.get(), options);
         std::cerr << "report: " << files.markdown.string() << " (" << files.figures.size()
                   << " figures)\n";
     }
 
     bool any_failed = false;
-    for (const Evaluation& e : evals) any_failed = any_failed || !e.failed.empty() || e.metrics.n == 0;
+    for (const Evaluation& e : evals)
+        any_failed = any_failed || !e.failed.empty() || !e.rejected.empty() || e.metrics.n == 0;
+    if (!evals.empty() && !evals.front().rejected.empty())
+        std::cerr << "boneage evaluate: " << evals.front().rejected.size()
+                  << " images rejected by the hand gate and left out of the figures (--accept-all keeps them)\n";
     if (!evals.empty() && evals.front().metrics.n == 0)
         std::cerr << "boneage evaluate: no image could be evaluated\n";
     return any_failed ? kSomeFailed : kOk;
