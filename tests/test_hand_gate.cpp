@@ -28,6 +28,11 @@ const std::string kCli = BONEAGE_CLI;
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
+// Runs the CLI with its stderr dropped, so that stdout alone can be parsed.
+int run_stdout(const std::string& args, std::string* out) {
+    return run_command("{ " + kCli + " " + args + " 2>/dev/null; }", out);
+}
+
 cv::Mat phantom(std::uint64_t seed, int width = 512, int height = 640) {
     boneage::SynthOptions o;
     o.width = width;
@@ -235,9 +240,8 @@ TEST(BundledGate, PredictRejectsWithAReasonAndAcceptAllReadsAnyway) {
     cv::imwrite((dir / "blank.png").string(), cv::Mat(600, 500, CV_8UC1, cv::Scalar(128)));
     cv::imwrite((dir / "hand.png").string(), phantom(77));
     std::string out;
-    int rc = run_command(kCli + " predict --format json " + q(dir / "blank.png") + " " +
-                             q(dir / "hand.png") + " 2>/dev/null",
-                         &out);
+    int rc = run_stdout("predict --format json " + q(dir / "blank.png") + " " + q(dir / "hand.png"),
+                        &out);
     EXPECT_EQ(rc, 1) << out;  // as for errors
     const nlohmann::json j = nlohmann::json::parse(out);
     ASSERT_EQ(j.size(), 2u);
@@ -249,12 +253,11 @@ TEST(BundledGate, PredictRejectsWithAReasonAndAcceptAllReadsAnyway) {
     EXPECT_TRUE(j[1]["bone_age_months"].is_number());
     EXPECT_GE(j[1]["hand_score"].get<double>(), j[0]["hand_score"].get<double>());
 
-    rc = run_command(
-        kCli + " predict --accept-all --format csv " + q(dir / "blank.png") + " 2>/dev/null", &out);
+    rc = run_stdout("predict --accept-all --format csv " + q(dir / "blank.png"), &out);
     EXPECT_EQ(rc, 0) << out;
     EXPECT_NE(out.find(",ok,"), std::string::npos) << out;
 
-    rc = run_command(kCli + " predict " + q(dir / "blank.png") + " 2>&1", &out);
+    rc = run_command(kCli + " predict " + q(dir / "blank.png"), &out);  // stdout and stderr
     EXPECT_EQ(rc, 1);
     EXPECT_NE(out.find("rejected: not a radiograph"), std::string::npos) << out;
     EXPECT_EQ(out.find("bone age"), std::string::npos) << out;
@@ -276,9 +279,9 @@ TEST(BundledGate, EvaluateCountsRejectedImagesAndLeavesThemOutOfTheFigures) {
     labels << "200,60,False\n";
     labels.close();
     std::string out;
-    const std::string args = " evaluate --format json --images " + q(dir.path()) + " --labels " +
-                             q(dir / "labels.csv") + " 2>/dev/null";
-    int rc = run_command(kCli + args, &out);
+    const std::string args =
+        " --format json --images " + q(dir.path()) + " --labels " + q(dir / "labels.csv");
+    int rc = run_stdout("evaluate" + args, &out);
     EXPECT_EQ(rc, 1) << out;
     nlohmann::json j = nlohmann::json::parse(out);
     EXPECT_EQ(j["n"], 3);
@@ -286,8 +289,7 @@ TEST(BundledGate, EvaluateCountsRejectedImagesAndLeavesThemOutOfTheFigures) {
     EXPECT_EQ(j["rejected"][0]["id"], "200");
     EXPECT_TRUE(j["failed"].empty());
 
-    rc = run_command(kCli + " evaluate --accept-all" + args.substr(std::string(" evaluate").size()),
-                     &out);
+    rc = run_stdout("evaluate --accept-all" + args, &out);
     EXPECT_EQ(rc, 0) << out;
     j = nlohmann::json::parse(out);
     EXPECT_EQ(j["n"], 4);

@@ -82,6 +82,9 @@ struct GateTrainingOptions {
     double learning_rate = 1e-3;
     std::uint64_t seed = 1;
     int negatives_per_kind = 2000;  // drawn once; augmented anew each epoch
+    // The share of hands also shown as boneage's preprocessing crops them (tight, CLAHE,
+    // letterboxed): a whole hand cut close is still a whole hand.
+    double cropped_share = 0.5;
     double validation_fraction = 0.1;
     // The share of validation hands the threshold may refuse; it is set at that quantile of
     // their scores, never above 0.5.

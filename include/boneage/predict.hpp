@@ -155,6 +155,13 @@ public:
         const std::vector<std::filesystem::path>& files, const PredictRequest& request = {},
         const std::function<void(std::size_t, std::size_t)>& progress = {});
 
+    // As predict_files, with each input's own request (a service batches the uploads of
+    // different patients into one pass). Throws boneage::Error (Usage) unless there is one
+    // request per file.
+    std::vector<Prediction> predict_batch(
+        const std::vector<std::filesystem::path>& files, const std::vector<PredictRequest>& requests,
+        const std::function<void(std::size_t, std::size_t)>& progress = {});
+
 private:
     Prediction finish(Prediction p, double raw, const PredictRequest& request) const;
     // The gate's verdict on one input; nullopt when the predictor has no gate.

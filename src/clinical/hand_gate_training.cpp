@@ -9,6 +9,7 @@
 #include <boneage/error.hpp>
 #include <boneage/hand_gate.hpp>
 #include <boneage/parallel.hpp>
+#include <boneage/preprocess.hpp>
 #include <boneage/splitmix.hpp>
 #include <cmath>
 #include <numeric>
@@ -89,6 +90,18 @@ torch::Tensor batch_tensor(const std::vector<cv::Mat>& views) {
     return x;
 }
 
+// Views of whole hands cropped tight, as a person who cuts the film to the hand sends them and
+// as boneage's own preprocessing writes them: every k-th hand for a share of 1/k.
+std::vector<cv::Mat> tight_crops(const std::vector<const cv::Mat*>& hands, double share) {
+    if (share <= 0.0) return {};
+    const std::size_t every = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(1.0 / share)));
+    std::vector<cv::Mat> views((hands.size() + every - 1) / every);
+    parallel_for(views.size(), 0, [&](std::size_t i) {
+        views[i] = gate_view(preprocess(Radiograph{*hands[i * every], {}}).image);
+    });
+    return views;
+}
+
 double quantile(std::vector<double> v, double q) {
     if (v.empty()) return 0.0;
     std::sort(v.begin(), v.end());
@@ -122,6 +135,8 @@ GateTrainingReport train_hand_gate(HandGate& gate, const std::vector<cv::Mat>& h
     parallel_for(positives.size(), 0, [&](std::size_t i) {
         positives[i] = {gate_view(*train_hands[i]), 0};
     });
+    const std::vector<cv::Mat> cropped = tight_crops(train_hands, options.cropped_share);
+    for (const cv::Mat& view : cropped) positives.push_back({view, 0});
     std::vector<Example> negatives =
         draw_negatives(options.negatives_per_kind, options.seed, train_hands);
     std::vector<Example> val_negatives = draw_negatives(
@@ -172,6 +187,7 @@ GateTrainingReport train_hand_gate(HandGate& gate, const std::vector<cv::Mat>& h
     // an even chance, where it would refuse hands the network finds more likely than not.
     std::vector<cv::Mat> views;
     for (const cv::Mat* h : val_hands) views.push_back(gate_view(*h));
+    for (const cv::Mat& view : tight_crops(val_hands, options.cropped_share)) views.push_back(view);
     std::vector<double> hand_scores;
     for (const auto& p : gate.probabilities(views)) hand_scores.push_back(p[0]);
     report.threshold = std::clamp(quantile(hand_scores, options.refused_hands), 0.05, 0.5);
@@ -197,6 +213,7 @@ GateTrainingReport train_hand_gate(HandGate& gate, const std::vector<cv::Mat>& h
     meta["training"] = {{"hands_train", report.hands_train},
                         {"hands_validation", report.hands_validation},
                         {"negatives_per_kind", options.negatives_per_kind},
+                        {"cropped_share", options.cropped_share},
                         {"epochs", options.epochs},
                         {"batch", options.batch},
                         {"learning_rate", options.learning_rate},

@@ -259,8 +259,17 @@ Prediction Predictor::predict(const Radiograph& radiograph, const PredictRequest
 std::vector<Prediction> Predictor::predict_files(
     const std::vector<std::filesystem::path>& files, const PredictRequest& request,
     const std::function<void(std::size_t, std::size_t)>& progress) {
+    return predict_batch(files, std::vector<PredictRequest>(files.size(), request), progress);
+}
+
+std::vector<Prediction> Predictor::predict_batch(
+    const std::vector<std::filesystem::path>& files, const std::vector<PredictRequest>& given,
+    const std::function<void(std::size_t, std::size_t)>& progress) {
+    if (given.size() != files.size())
+        throw Error(ErrorKind::Usage, fmt::format("{} requests given for {} files", given.size(),
+                                                  files.size()));
     std::vector<Prediction> out(files.size());
-    std::vector<PredictRequest> requests(files.size(), request);  // each input's own sex, age
+    std::vector<PredictRequest> requests = given;  // each input's own sex, age
     // Chunks bound the memory held by decoded inputs while keeping every core busy.
     const std::size_t chunk = std::max<std::size_t>(64, std::size_t(options_.batch));
     std::size_t done = 0;
@@ -280,8 +289,8 @@ std::vector<Prediction> Predictor::predict_files(
                 inputs[k] = checked_input(p, image_size());
                 out[i] = describe(files[i], r, p);
                 if (verdict) out[i].hand_score = verdict->hand_score;
-                if (request.keep_images) out[i].image = inputs[k];
-                requests[i] = for_input(request, r.info.dicom, out[i].warnings);
+                if (given[i].keep_images) out[i].image = inputs[k];
+                requests[i] = for_input(given[i], r.info.dicom, out[i].warnings);
             } catch (const std::exception& e) {
                 out[i].path = files[i];
                 out[i].status = "error";
