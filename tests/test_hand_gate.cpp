@@ -179,6 +179,7 @@ TEST(HandGate, TrainingSeparatesPhantomsFromNegatives) {
     o.batch = 64;
     o.negatives_per_kind = 120;
     o.seed = 5;
+    o.cropped_share = 0.0;  // full frames only: the small run learns one kind of hand
     HandGate gate(5);
     const boneage::GateTrainingReport report = boneage::train_hand_gate(gate, hands, o);
     ASSERT_EQ(report.epoch_loss.size(), 4u);
@@ -229,7 +230,10 @@ TEST(BundledGate, AcceptsFreshPhantomsAndRefusesEachKindOfNegative) {
                 EXPECT_LT(v.hand_score, gate.threshold());
             }
         }
-        EXPECT_GE(refused, 18) << boneage::to_string(kind) << ": refused " << refused << " of 20";
+        // A close-up of a phantom can hold four whole fingers: the hardest kind to call.
+        const int least = kind == NegativeKind::PartialHand ? 16 : 19;
+        EXPECT_GE(refused, least) << boneage::to_string(kind) << ": refused " << refused
+                                  << " of 20";
     }
 }
 
@@ -260,7 +264,8 @@ TEST(BundledGate, PredictRejectsWithAReasonAndAcceptAllReadsAnyway) {
     rc = run_command(kCli + " predict " + q(dir / "blank.png"), &out);  // stdout and stderr
     EXPECT_EQ(rc, 1);
     EXPECT_NE(out.find("rejected: not a radiograph"), std::string::npos) << out;
-    EXPECT_EQ(out.find("bone age"), std::string::npos) << out;
+    EXPECT_NE(out.find("no bone age"), std::string::npos) << out;
+    EXPECT_EQ(out.find("months"), std::string::npos) << out;
 }
 
 TEST(BundledGate, EvaluateCountsRejectedImagesAndLeavesThemOutOfTheFigures) {

@@ -94,7 +94,8 @@ torch::Tensor batch_tensor(const std::vector<cv::Mat>& views) {
 // as boneage's own preprocessing writes them: every k-th hand for a share of 1/k.
 std::vector<cv::Mat> tight_crops(const std::vector<const cv::Mat*>& hands, double share) {
     if (share <= 0.0) return {};
-    const std::size_t every = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(1.0 / share)));
+    const std::size_t every =
+        std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(1.0 / share)));
     std::vector<cv::Mat> views((hands.size() + every - 1) / every);
     parallel_for(views.size(), 0, [&](std::size_t i) {
         views[i] = gate_view(preprocess(Radiograph{*hands[i * every], {}}).image);
