@@ -2,16 +2,22 @@
 // the labels export, the 4xx answers, restarts on the same database, metrics; the case store
 // and the batching inference thread on their own; and `boneage serve` as a process, stopped by
 // SIGTERM and killed by SIGKILL.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boneage/case_store.hpp>
 #include <boneage/error.hpp>
 #include <boneage/hand_gate.hpp>
@@ -19,6 +25,7 @@
 #include <boneage/model.hpp>
 #include <boneage/service.hpp>
 #include <boneage/synth.hpp>
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -80,13 +87,15 @@ struct TestServer {
     int port = 0;
 
     TestServer(const fs::path& db, const fs::path& model, bool gate,
-               std::size_t max_upload = std::size_t(32) << 20) {
+               std::size_t max_upload = std::size_t(32) << 20,
+               std::chrono::seconds io_timeout = std::chrono::seconds(30)) {
         boneage::PredictorOptions predictor;
         predictor.threads = 1;
         boneage::ServiceOptions options;
         options.port = 0;
         options.max_upload_bytes = max_upload;
         options.http_threads = 4;
+        options.io_timeout = io_timeout;
         options.model_file = model;
         options.build = "boneage test";
         if (gate) {
@@ -434,6 +443,242 @@ TEST_F(Serve, ThePageShowsACaseInAHeadlessBrowser) {
     EXPECT_NE(refused.find(bad["message"].get<std::string>()), std::string::npos) << refused;
     EXPECT_NE(refused.find("<div id=\"answer\" hidden=\"\">"), std::string::npos)
         << "a rejected case shows no bone age";
+}
+
+// ---- abuse: cut, slow, crowding and wandering clients; none of them may store a case ----
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// A blocking loopback socket connected to `port`, whose reads and writes give up after
+// `timeout_ms`; -1 when it cannot connect.
+int raw_connect(int port, int timeout_ms = 5000) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool send_all(int fd, const std::string& bytes) {
+    std::size_t sent = 0;
+    while (sent < bytes.size()) {
+        ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) return false;
+        sent += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// What the server sends until it closes or the socket's read timeout passes (at most 1 MB).
+std::string read_until_closed(int fd) {
+    std::string out;
+    char buf[4096];
+    for (int i = 0; i < 256; ++i) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+}
+
+// The status code of a raw HTTP answer; 0 when there is none.
+int raw_status(const std::string& answer) {
+    static const std::regex line("^HTTP/1\\.[01] (\\d{3}) ");
+    std::smatch m;
+    return std::regex_search(answer, m, line) ? std::stoi(m[1].str()) : 0;
+}
+
+const std::string kBoundary = "----boneage-abuse-test";
+
+std::string multipart_body(const std::string& png) {
+    return "--" + kBoundary +
+           "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"hand.png\"\r\n"
+           "Content-Type: image/png\r\n\r\n" +
+           png + "\r\n--" + kBoundary + "--\r\n";
+}
+
+// The head of a POST /v1/predict announcing `content_length` bytes of multipart body.
+std::string predict_head(std::size_t content_length) {
+    return fmt::format(
+        "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        "Content-Type: multipart/form-data; boundary={}\r\nContent-Length: {}\r\n\r\n",
+        kBoundary, content_length);
+}
+
+// Whether GET /healthz answers 200 within `limit`, a fresh connection per try.
+bool answers_healthz(int port, std::chrono::seconds limit) {
+    const auto start = Clock::now();
+    for (int i = 0; i < 100 && Clock::now() - start < limit; ++i) {
+        httplib::Client c("127.0.0.1", port);
+        c.set_connection_timeout(1);
+        c.set_read_timeout(2);
+        auto r = c.Get("/healthz");
+        if (r && r->status == 200) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+}
+
+std::size_t stored_cases(const TestServer& server) {
+    return expect_json(server.client()->Get("/v1/cases?limit=500"), 200)["cases"].size();
+}
+
+// Files in the images folder, hidden ones (uploads being placed) included.
+std::size_t image_files(const fs::path& folder) {
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) return 0;
+    return static_cast<std::size_t>(
+        std::distance(fs::directory_iterator(folder), fs::directory_iterator()));
+}
+
+}  // namespace
+
+TEST_F(Serve, TruncatedUploadsGetAFourHundredOrAreCutAndStoreNothing) {
+    TestServer server(db, model, false, std::size_t(32) << 20, std::chrono::seconds(2));
+    const std::string body = multipart_body(phantom_png());
+    const std::string half = body.substr(0, body.size() / 2);
+    {
+        // Content-Length beyond what is sent, then the socket closed.
+        const int fd = raw_connect(server.port);
+        ASSERT_GE(fd, 0);
+        EXPECT_TRUE(send_all(fd, predict_head(body.size() + 100000) + half));
+        close(fd);
+    }
+    {
+        // The same, the client's side shut and the answer awaited: a 4xx, or the socket cut.
+        const int fd = raw_connect(server.port, 8000);
+        ASSERT_GE(fd, 0);
+        EXPECT_TRUE(send_all(fd, predict_head(body.size() + 100000) + half));
+        shutdown(fd, SHUT_WR);
+        const std::string answer = read_until_closed(fd);
+        close(fd);
+        const int status = raw_status(answer);
+        EXPECT_TRUE(status == 0 || (status >= 400 && status < 500)) << answer;
+    }
+    {
+        // A body cut mid-part: as long as announced, but half the image and no closing
+        // boundary. The server has the whole body, so it answers, with a 4xx.
+        const int fd = raw_connect(server.port, 8000);
+        ASSERT_GE(fd, 0);
+        EXPECT_TRUE(send_all(fd, predict_head(half.size()) + half));
+        const std::string answer = read_until_closed(fd);
+        close(fd);
+        const int status = raw_status(answer);
+        EXPECT_GE(status, 400) << answer;
+        EXPECT_LT(status, 500) << answer;
+    }
+    EXPECT_TRUE(answers_healthz(server.port, std::chrono::seconds(5)));
+    EXPECT_EQ(stored_cases(server), 0u);
+    EXPECT_EQ(image_files(dir / "cases-images"), 0u) << "an upload left a file behind";
+}
+
+TEST_F(Serve, ASlowClientIsCutByTheReadTimeout) {
+    // One byte a second against a 2 s read timeout: the server must close the connection
+    // within the timeout and some slack, however slowly the bytes keep coming.
+    TestServer server(db, model, false, std::size_t(32) << 20, std::chrono::seconds(2));
+    const std::string body = multipart_body(phantom_png());
+    const std::string request = predict_head(body.size()) + body;
+    const int fd = raw_connect(server.port, 1000);
+    ASSERT_GE(fd, 0);
+    const auto start = Clock::now();
+    bool cut = false;
+    for (int i = 0; i < 7 && !cut; ++i) {  // bounded: 7 bytes, about 7 s
+        if (send(fd, &request[static_cast<std::size_t>(i)], 1, MSG_NOSIGNAL) != 1) {
+            cut = true;
+            break;
+        }
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 1000) > 0) cut = true;  // the server closed it, or answered
+    }
+    const double held = seconds_since(start);
+    close(fd);
+    EXPECT_TRUE(cut) << "a client sending one byte a second held its connection for " << held
+                     << " s under a 2 s read timeout";
+    if (cut) {
+        EXPECT_LT(held, 6.0);
+    }
+    EXPECT_TRUE(answers_healthz(server.port, std::chrono::seconds(5)));
+    EXPECT_EQ(stored_cases(server), 0u);
+}
+
+TEST_F(Serve, PathsOutsideTheApiGetA404WithAJsonError) {
+    TestServer server(db, model, false, std::size_t(32) << 20, std::chrono::seconds(2));
+    for (const char* method : {"GET", "POST"})
+        for (const char* path :
+             {"/../etc/passwd", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+              "/v1/../../etc/passwd", "/v1/cases/1/../../../../etc/passwd", "//etc/passwd",
+              "/v2/x", "/v1/predict/x", "/v1/cases/1/image.png/../../../cases.db"}) {
+            const int fd = raw_connect(server.port);
+            ASSERT_GE(fd, 0);
+            ASSERT_TRUE(send_all(fd, fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                 "Connection: close\r\nContent-Length: 0\r\n\r\n",
+                                                 method, path)));
+            const std::string answer = read_until_closed(fd);
+            close(fd);
+            EXPECT_EQ(raw_status(answer), 404) << method << " " << path << "\n" << answer;
+            const std::size_t split = answer.find("\r\n\r\n");
+            ASSERT_NE(split, std::string::npos) << method << " " << path << "\n" << answer;
+            std::string head = answer.substr(0, split);
+            std::transform(head.begin(), head.end(), head.begin(),
+                           [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+            EXPECT_NE(head.find("content-type: application/json"), std::string::npos)
+                << method << " " << path << "\n" << answer;
+            const json j = json::parse(answer.substr(split + 4), nullptr, false);
+            EXPECT_TRUE(j.is_object() && j.contains("error")) << method << " " << path;
+            EXPECT_EQ(answer.find("root:"), std::string::npos) << method << " " << path;
+            EXPECT_EQ(answer.find("SQLite format"), std::string::npos) << method << " " << path;
+        }
+    EXPECT_EQ(stored_cases(server), 0u);
+}
+
+TEST_F(Serve, TwoHundredConnectionsAtOnceDoNotStopTheServer) {
+    TestServer server(db, model, false, std::size_t(32) << 20, std::chrono::seconds(2));
+    const std::string body = multipart_body(phantom_png());
+    const std::string partial_upload = predict_head(body.size()) + body.substr(0, 1000);
+    std::vector<int> fds;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(server.port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 200; ++i) {  // non-blocking: a full backlog does not stall the test
+        const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (fd < 0) break;
+        fds.push_back(fd);
+        connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);  // EINPROGRESS is fine
+    }
+    EXPECT_EQ(fds.size(), 200u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // A third send half a request line, a third half an upload, the rest nothing at all.
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+        const std::string bytes = i % 3 == 0   ? std::string("GET /healthz HTTP/1.1\r\nHo")
+                                  : i % 3 == 1 ? partial_upload
+                                               : std::string();
+        if (!bytes.empty())
+            [[maybe_unused]] ssize_t n = send(fds[i], bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (int fd : fds) close(fd);
+    const auto start = Clock::now();
+    EXPECT_TRUE(answers_healthz(server.port, std::chrono::seconds(5)))
+        << "no /healthz within 5 s of 200 connections closing";
+    EXPECT_LT(seconds_since(start), 5.0);
+    EXPECT_EQ(stored_cases(server), 0u);
+    EXPECT_EQ(image_files(dir / "cases-images"), 0u);
 }
 
 TEST(CaseStore, MigratesOnceAndRefusesNewerOrForeignFiles) {

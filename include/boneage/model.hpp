@@ -127,4 +127,9 @@ LoadedModel combine_models(const std::vector<LoadedModel>& members,
 // executable's source tree or install prefix. Empty path when none is found.
 std::filesystem::path default_model_path();
 
+// A file shipped in models/ (the bundled model, the hand gate): models/<name> in the source
+// tree, beside the executable, or under its install prefix, the first that exists. Empty path
+// when none does.
+std::filesystem::path find_bundled_file(const std::string& name);
+
 }  // namespace boneage

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <boneage/error.hpp>
+#include <boneage/model.hpp>
 #include <boneage/hand_gate.hpp>
 #include <cstdlib>
 #include <opencv2/imgproc.hpp>
@@ -164,21 +165,7 @@ HandGate HandGate::load(const std::filesystem::path& file) {
 
 std::filesystem::path default_gate_path() {
     if (const char* env = std::getenv("BONEAGE_GATE"); env != nullptr && *env != '\0') return env;
-    std::vector<std::filesystem::path> candidates;
-#ifdef BONEAGE_SOURCE_DIR
-    candidates.push_back(std::filesystem::path(BONEAGE_SOURCE_DIR) / "models" / "hand_gate.bin");
-#endif
-    std::error_code ec;
-    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-    if (!ec) {
-        candidates.push_back(exe.parent_path() / "models" / "hand_gate.bin");
-        candidates.push_back(exe.parent_path().parent_path() / "models" / "hand_gate.bin");
-        candidates.push_back(exe.parent_path().parent_path() / "share" / "boneage" / "models" /
-                             "hand_gate.bin");
-    }
-    for (const std::filesystem::path& c : candidates)
-        if (std::filesystem::is_regular_file(c, ec)) return c;
-    return {};
+    return find_bundled_file("hand_gate.bin");
 }
 
 }  // namespace boneage

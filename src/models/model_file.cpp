@@ -328,24 +328,27 @@ LoadedModel load_model(const fs::path& file) {
     return loaded;
 }
 
-fs::path default_model_path() {
-    if (const char* env = std::getenv("BONEAGE_MODEL"); env != nullptr && *env != '\0') return env;
+fs::path find_bundled_file(const std::string& name) {
     std::vector<fs::path> candidates;
 #ifdef BONEAGE_SOURCE_DIR
-    candidates.push_back(fs::path(BONEAGE_SOURCE_DIR) / "models" / "default.bin");
+    candidates.push_back(fs::path(BONEAGE_SOURCE_DIR) / "models" / name);
 #endif
     std::error_code ec;
     const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
     if (!ec) {
         // The build tree (build/boneage), or an install prefix (bin/boneage beside share/).
-        candidates.push_back(exe.parent_path() / "models" / "default.bin");
-        candidates.push_back(exe.parent_path().parent_path() / "models" / "default.bin");
-        candidates.push_back(exe.parent_path().parent_path() / "share" / "boneage" / "models" /
-                             "default.bin");
+        candidates.push_back(exe.parent_path() / "models" / name);
+        candidates.push_back(exe.parent_path().parent_path() / "models" / name);
+        candidates.push_back(exe.parent_path().parent_path() / "share" / "boneage" / "models" / name);
     }
     for (const fs::path& c : candidates)
         if (fs::is_regular_file(c, ec)) return c;
     return {};
+}
+
+fs::path default_model_path() {
+    if (const char* env = std::getenv("BONEAGE_MODEL"); env != nullptr && *env != '\0') return env;
+    return find_bundled_file("default.bin");
 }
 
 }  // namespace boneage
