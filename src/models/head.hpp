@@ -63,6 +63,37 @@ void check_sex(const ModelConfig& config, std::int64_t count, const torch::Tenso
 // months = y * label_scale + label_offset.
 torch::Tensor to_months(const ModelConfig& config, const torch::Tensor& y);
 
+// A network of one convolutional trunk and a RegressionHead, as every architecture here is:
+// forward, features and head written once (forward is exactly head(features(x))); each
+// architecture supplies its trunk and registers head_.
+class TrunkAndHeadNet : public BoneAgeNetImpl {
+public:
+    using BoneAgeNetImpl::BoneAgeNetImpl;
+
+    torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
+        check_inputs(config_, images, sex);
+        return head(trunk(images), sex);
+    }
+
+    bool has_features() const override { return true; }
+
+    torch::Tensor features(const torch::Tensor& images) override {
+        check_images(config_, images);
+        return trunk(images);
+    }
+
+    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
+        check_sex(config_, features.size(0), sex);
+        return to_months(config_, head_->forward(features, sex));
+    }
+
+protected:
+    // The last convolutional stage's activations, N x C x h x w.
+    virtual torch::Tensor trunk(const torch::Tensor& images) = 0;
+
+    RegressionHead head_{nullptr};
+};
+
 // He (Kaiming) normal initialisation of every convolution below `module`, fan-out, as
 // torchvision does; batch norms start as the identity.
 void init_convolutions(torch::nn::Module& module);

@@ -172,9 +172,9 @@ std::int64_t feature_side(std::int64_t side) {
     return conv_side(side, 3, 2);  // reduction_b
 }
 
-class InceptionV4Impl : public BoneAgeNetImpl {
+class InceptionV4Impl : public TrunkAndHeadNet {
 public:
-    explicit InceptionV4Impl(ModelConfig config) : BoneAgeNetImpl(std::move(config)) {
+    explicit InceptionV4Impl(ModelConfig config) : TrunkAndHeadNet(std::move(config)) {
         const std::int64_t side = feature_side(config_.input_size);
         check_feature_side(config_, side);
         head_ =
@@ -182,28 +182,11 @@ public:
         init_convolutions(*this);
     }
 
-    torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
-        check_inputs(config_, images, sex);
-        return head(trunk(images), sex);
-    }
-
-    bool has_features() const override { return true; }
-
-    // The last Inception-C block's output.
-    torch::Tensor features(const torch::Tensor& images) override {
-        check_images(config_, images);
-        return trunk(images);
-    }
-
-    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
-        check_sex(config_, features.size(0), sex);
-        return to_months(config_, head_->forward(features, sex));
-    }
-
     std::vector<torch::Tensor> l2_weights() override { return {}; }
 
 private:
-    torch::Tensor trunk(const torch::Tensor& images) {
+    // The last Inception-C block's output.
+    torch::Tensor trunk(const torch::Tensor& images) override {
         torch::Tensor x = Conv2d_2b_3x3(Conv2d_2a_3x3(Conv2d_1a_3x3(images)));
         x = Mixed_5a(Mixed_4a(Mixed_3a(x)));
         x = reduction_a(inception_a->forward(x));
@@ -223,7 +206,6 @@ private:
     Seq inception_b{register_module("inception_b", repeat<InceptionB>(7))};
     ReductionB reduction_b{register_module("reduction_b", ReductionB())};
     Seq inception_c{register_module("inception_c", repeat<InceptionC>(3))};
-    RegressionHead head_{nullptr};
 };
 
 }  // namespace

@@ -107,9 +107,9 @@ const ResNetSpec kResNet50{{3, 4, 6, 3}, HeadSpec{{256, 128, 64, 32}, /*l2_layer
 constexpr std::array<std::int64_t, 4> kWidths = {64, 128, 256, 512};
 
 template <typename Block>
-class ResNetImpl : public BoneAgeNetImpl {
+class ResNetImpl : public TrunkAndHeadNet {
 public:
-    ResNetImpl(ModelConfig config, const ResNetSpec& spec) : BoneAgeNetImpl(std::move(config)) {
+    ResNetImpl(ModelConfig config, const ResNetSpec& spec) : TrunkAndHeadNet(std::move(config)) {
         conv1_ = register_module("conv1", conv(1, 64, 7, 2, 3));
         bn1_ = register_module("bn1", torch::nn::BatchNorm2d(64));
         std::int64_t side = conv_side(conv_side(config_.input_size, 7, 2, 3), 3, 2, 1);
@@ -130,28 +130,11 @@ public:
         if (spec.zero_output) head_->zero_output();
     }
 
-    torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
-        check_inputs(config_, images, sex);
-        return head(trunk(images), sex);
-    }
-
-    bool has_features() const override { return true; }
-
-    // layer4's output.
-    torch::Tensor features(const torch::Tensor& images) override {
-        check_images(config_, images);
-        return trunk(images);
-    }
-
-    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
-        check_sex(config_, features.size(0), sex);
-        return to_months(config_, head_->forward(features, sex));
-    }
-
     std::vector<torch::Tensor> l2_weights() override { return head_->l2_weights(); }
 
 private:
-    torch::Tensor trunk(const torch::Tensor& images) {
+    // layer4's output.
+    torch::Tensor trunk(const torch::Tensor& images) override {
         torch::Tensor x = torch::relu(bn1_->forward(conv1_->forward(images)));
         x = torch::max_pool2d(x, 3, 2, 1);
         for (auto& layer : layers_) x = layer->forward(x);
@@ -161,7 +144,6 @@ private:
     torch::nn::Conv2d conv1_{nullptr};
     torch::nn::BatchNorm2d bn1_{nullptr};
     std::vector<torch::nn::Sequential> layers_;
-    RegressionHead head_{nullptr};
 };
 
 }  // namespace

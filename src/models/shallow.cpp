@@ -14,9 +14,9 @@ namespace {
 
 constexpr std::array<std::int64_t, 4> kBlockChannels = {16, 32, 64, 64};
 
-class ShallowImpl : public BoneAgeNetImpl {
+class ShallowImpl : public TrunkAndHeadNet {
 public:
-    explicit ShallowImpl(ModelConfig config) : BoneAgeNetImpl(std::move(config)) {
+    explicit ShallowImpl(ModelConfig config) : TrunkAndHeadNet(std::move(config)) {
         std::int64_t in = 1;
         std::int64_t side = config_.input_size;
         for (std::size_t i = 0; i < kBlockChannels.size(); ++i) {
@@ -32,35 +32,17 @@ public:
         init_convolutions(*this);
     }
 
-    torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
-        check_inputs(config_, images, sex);
-        return head(trunk(images), sex);
-    }
-
-    bool has_features() const override { return true; }
-
-    // The last block's pooled output.
-    torch::Tensor features(const torch::Tensor& images) override {
-        check_images(config_, images);
-        return trunk(images);
-    }
-
-    torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {
-        check_sex(config_, features.size(0), sex);
-        return to_months(config_, head_->forward(features, sex));
-    }
-
     std::vector<torch::Tensor> l2_weights() override { return head_->l2_weights(); }
 
 private:
-    torch::Tensor trunk(const torch::Tensor& images) {
+    // The last block's pooled output.
+    torch::Tensor trunk(const torch::Tensor& images) override {
         torch::Tensor x = images;
         for (auto& conv : blocks_) x = torch::max_pool2d(torch::relu(conv->forward(x)), 2, 2);
         return x;
     }
 
     std::vector<torch::nn::Conv2d> blocks_;
-    RegressionHead head_{nullptr};
 };
 
 }  // namespace
