@@ -4,6 +4,7 @@
 
 #include <boneage/error.hpp>
 #include <boneage/hand_gate.hpp>
+#include <boneage/model.hpp>
 #include <boneage/predict.hpp>
 
 #include <CLI/CLI.hpp>
@@ -32,6 +33,16 @@ struct Command {
 };
 
 const std::vector<const Command*>& commands();
+
+// The model to use: `given`, else the bundled default; a usage error when neither exists.
+inline std::filesystem::path resolve_model(const std::string& given) {
+    if (!given.empty()) return given;
+    std::filesystem::path bundled = default_model_path();
+    std::error_code ec;
+    if (bundled.empty() || !std::filesystem::is_regular_file(bundled, ec))
+        throw UsageError("no model given and no bundled model found; pass --model");
+    return bundled;
+}
 
 // The options every command that runs the network shares.
 struct InferenceArgs {

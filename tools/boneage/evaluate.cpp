@@ -33,11 +33,7 @@ struct EvaluateArgs {
 
 std::vector<std::filesystem::path> resolve_models(const std::vector<std::string>& given) {
     if (!given.empty()) return {given.begin(), given.end()};
-    std::filesystem::path bundled = default_model_path();
-    std::error_code ec;
-    if (bundled.empty() || !std::filesystem::is_regular_file(bundled, ec))
-        throw UsageError("no model given and no bundled model found; pass --model");
-    return {bundled};
+    return {resolve_model("")};
 }
 
 void print_text(const std::vector<Evaluation>& evals) {

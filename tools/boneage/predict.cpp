@@ -35,16 +35,6 @@ struct PredictArgs {
     std::vector<std::string> inputs;   // radiographs
 };
 
-// The model to use: --model, else the bundled default; a usage error when neither exists.
-std::filesystem::path resolve_model(const std::string& given) {
-    if (!given.empty()) return given;
-    std::filesystem::path bundled = default_model_path();
-    std::error_code ec;
-    if (bundled.empty() || !std::filesystem::is_regular_file(bundled, ec))
-        throw UsageError("no model given and no bundled model found; pass --model");
-    return bundled;
-}
-
 std::string csv_field(const std::string& text) {
     if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
     std::string out = "\"";

@@ -29,15 +29,6 @@ struct ServeArgs {
     InferenceArgs inference;              // --accept-all, --gate, --precision
 };
 
-std::filesystem::path model_file(const std::string& given) {
-    if (!given.empty()) return given;
-    std::filesystem::path bundled = default_model_path();
-    std::error_code ec;
-    if (bundled.empty() || !std::filesystem::is_regular_file(bundled, ec))
-        throw UsageError("no model given and no bundled model found; pass --model");
-    return bundled;
-}
-
 // SIGINT and SIGTERM write a byte to this pipe, and an ordinary thread that reads it asks the
 // service to stop (stopping is not async-signal-safe). A handler, not a blocked mask: the
 // libraries start threads of their own before this command runs, and any thread may receive it.
@@ -66,7 +57,7 @@ bool stop_signalled(int timeout_ms) {
 int run_serve(const ServeArgs& args) {
     catch_stop_signals();
     PredictorOptions predictor = args.inference.predictor_options();  // loads the gate
-    const std::filesystem::path model = model_file(args.model);
+    const std::filesystem::path model = resolve_model(args.model);
 
     ServiceOptions options;
     options.host = args.host;
