@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <boneage/model.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 
 namespace boneage::test {
 
@@ -27,6 +29,24 @@ inline void randomise_batch_norms(torch::nn::Module& net) {
             bn->bias.uniform_(-0.1, 0.1);
         }
     }
+}
+
+// A fresh shallow model on 64 px inputs (months = 120 + 40 y), written to `file` with
+// `training` as its training metadata: the plumbing around a model needs no trained weights.
+inline std::filesystem::path write_tiny_model(
+    const std::filesystem::path& file, unsigned seed = 1,
+    const nlohmann::json& training = nlohmann::json::object()) {
+    torch::manual_seed(seed);
+    ModelConfig config;
+    config.input_size = 64;
+    config.label_offset = 120;
+    config.label_scale = 40;
+    ModelMetadata meta;
+    meta.config = config;
+    meta.preprocess.output_size = 64;
+    meta.training = training;
+    save_model(file, make_model(config), meta);
+    return file;
 }
 
 }  // namespace boneage::test

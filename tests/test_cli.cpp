@@ -1,18 +1,17 @@
 // Smoke tests of the boneage binary: help, exit codes, the predict and evaluate contracts, and
 // synth -> preprocess -> predict end to end on a tiny untrained model.
-#include <boneage/model.hpp>
-#include <boneage/synth.hpp>
-
-#include "support.hpp"
-
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-
 #include <sched.h>
 
+#include <boneage/model.hpp>
+#include <boneage/synth.hpp>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
+
+#include "model_support.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
 using boneage::test::run_command;
@@ -24,19 +23,15 @@ const std::string kCli = BONEAGE_CLI;
 
 // A fresh shallow model on 64 px inputs; no training needed to exercise the plumbing.
 fs::path tiny_model(const fs::path& file, unsigned seed = 1) {
-    torch::manual_seed(seed);
-    boneage::ModelConfig config;
-    config.input_size = 64;
-    config.label_offset = 120;
-    config.label_scale = 40;
-    boneage::ModelMetadata meta;
-    meta.config = config;
-    meta.preprocess.output_size = 64;
-    meta.training = {{"ms_per_step", 10.0},
-                     {"history", {{{"epoch", 1}, {"train_loss", 0.2}, {"val_loss", 0.25},
-                                   {"train_mae", 30.0}, {"val_mae", 33.0}, {"val_rmse", 40.0}}}}};
-    boneage::save_model(file, boneage::make_model(config), meta);
-    return file;
+    return boneage::test::write_tiny_model(file, seed,
+                                           {{"ms_per_step", 10.0},
+                                            {"history",
+                                             {{{"epoch", 1},
+                                               {"train_loss", 0.2},
+                                               {"val_loss", 0.25},
+                                               {"train_mae", 30.0},
+                                               {"val_mae", 33.0},
+                                               {"val_rmse", 40.0}}}}});
 }
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
@@ -53,9 +48,12 @@ std::vector<std::string> split_line(const std::string& line) {
     std::string cell;
     bool quoted = false;
     for (char c : line) {
-        if (c == '"') quoted = !quoted;
-        else if (c == ',' && !quoted) cells.push_back(std::exchange(cell, {}));
-        else cell += c;
+        if (c == '"')
+            quoted = !quoted;
+        else if (c == ',' && !quoted)
+            cells.push_back(std::exchange(cell, {}));
+        else
+            cell += c;
     }
     cells.push_back(cell);
     return cells;
@@ -99,8 +97,10 @@ TEST(Cli, UsageErrorsExitTwo) {
                           &out),
               2)
         << out;
-    EXPECT_EQ(run_command("BONEAGE_MODEL=/nonexistent/model.bin " + kCli + " predict x.png", &out), 2);
-    EXPECT_NE(out.find("no model given and no bundled model found; pass --model"), std::string::npos)
+    EXPECT_EQ(run_command("BONEAGE_MODEL=/nonexistent/model.bin " + kCli + " predict x.png", &out),
+              2);
+    EXPECT_NE(out.find("no model given and no bundled model found; pass --model"),
+              std::string::npos)
         << out;
 }
 
@@ -142,7 +142,8 @@ TEST(Cli, PredictJsonIsOneArrayAndAllGoodExitsZero) {
         EXPECT_EQ(r["chronological_age_months"], 96.0);
         EXPECT_EQ(r["box"].size(), 4u);
     }
-    EXPECT_EQ(run_stdout("predict --model " + q(in.model) + " " + q(in.good1), &out, in.dir.path()), 0);
+    EXPECT_EQ(run_stdout("predict --model " + q(in.model) + " " + q(in.good1), &out, in.dir.path()),
+              0);
     EXPECT_NE(out.find("bone age"), std::string::npos) << out;
 }
 
@@ -215,7 +216,8 @@ TEST(Cli, SynthPreprocessPredictEndToEnd) {
     ASSERT_EQ(inputs.size(), 3u);
     std::string joined;
     for (const auto& s : inputs) joined += " " + s;
-    ASSERT_EQ(run_command(kCli + " preprocess" + joined + " --out " + q(dir / "pre"), &out), 0) << out;
+    ASSERT_EQ(run_command(kCli + " preprocess" + joined + " --out " + q(dir / "pre"), &out), 0)
+        << out;
     std::string preprocessed;
     for (const auto& e : fs::directory_iterator(dir / "pre"))
         if (e.path().extension() == ".png") preprocessed += " " + q(e.path());

@@ -13,6 +13,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "model_support.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -158,12 +159,7 @@ TEST(HandGate, RefusesFilesThatAreNotGates) {
         EXPECT_NE(std::string(e.what()).find("text.bin"), std::string::npos) << e.what();
     }
     // A boneage model file is a zip archive too, but not a gate.
-    boneage::ModelConfig config;
-    config.input_size = 64;
-    boneage::ModelMetadata meta;
-    meta.config = config;
-    meta.preprocess.output_size = 64;
-    boneage::save_model(dir / "model.bin", boneage::make_model(config), meta);
+    boneage::test::write_tiny_model(dir / "model.bin");
     EXPECT_THROW(HandGate::load(dir / "model.bin"), boneage::Error);
     EXPECT_THROW(HandGate::load(dir / "missing.bin"), boneage::Error);
 }

@@ -35,6 +35,7 @@
 #include <sstream>
 #include <thread>
 
+#include "model_support.hpp"
 #include "support.hpp"
 
 extern char** environ;
@@ -44,20 +45,6 @@ using boneage::test::ScratchDir;
 using nlohmann::json;
 
 namespace {
-
-// A fresh shallow model on 64 px inputs: the plumbing needs no trained weights.
-fs::path tiny_model(const fs::path& file) {
-    torch::manual_seed(1);
-    boneage::ModelConfig config;
-    config.input_size = 64;
-    config.label_offset = 120;
-    config.label_scale = 40;
-    boneage::ModelMetadata meta;
-    meta.config = config;
-    meta.preprocess.output_size = 64;
-    boneage::save_model(file, boneage::make_model(config), meta);
-    return file;
-}
 
 std::string read_file(const fs::path& file) {
     std::ifstream in(file, std::ios::binary);
@@ -145,7 +132,7 @@ void expect_error(const httplib::Result& r, int status) {
 
 struct Fixture : ::testing::Test {
     ScratchDir dir{"serve"};
-    fs::path model = tiny_model(dir / "tiny.bin");
+    fs::path model = boneage::test::write_tiny_model(dir / "tiny.bin");
     fs::path db = dir / "cases.db";
 };
 
@@ -624,8 +611,8 @@ TEST_F(Serve, PathsOutsideTheApiGetA404WithAJsonError) {
     for (const char* method : {"GET", "POST"})
         for (const char* path :
              {"/../etc/passwd", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
-              "/v1/../../etc/passwd", "/v1/cases/1/../../../../etc/passwd", "//etc/passwd",
-              "/v2/x", "/v1/predict/x", "/v1/cases/1/image.png/../../../cases.db"}) {
+              "/v1/../../etc/passwd", "/v1/cases/1/../../../../etc/passwd", "//etc/passwd", "/v2/x",
+              "/v1/predict/x", "/v1/cases/1/image.png/../../../cases.db"}) {
             const int fd = raw_connect(server.port);
             ASSERT_GE(fd, 0);
             ASSERT_TRUE(send_all(fd, fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -640,7 +627,8 @@ TEST_F(Serve, PathsOutsideTheApiGetA404WithAJsonError) {
             std::transform(head.begin(), head.end(), head.begin(),
                            [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
             EXPECT_NE(head.find("content-type: application/json"), std::string::npos)
-                << method << " " << path << "\n" << answer;
+                << method << " " << path << "\n"
+                << answer;
             const json j = json::parse(answer.substr(split + 4), nullptr, false);
             EXPECT_TRUE(j.is_object() && j.contains("error")) << method << " " << path;
             EXPECT_EQ(answer.find("root:"), std::string::npos) << method << " " << path;
@@ -671,8 +659,8 @@ TEST_F(Serve, TwoHundredConnectionsAtOnceDoNotStopTheServer) {
         const std::string bytes = i % 3 == 0   ? std::string("GET /healthz HTTP/1.1\r\nHo")
                                   : i % 3 == 1 ? partial_upload
                                                : std::string();
-        if (!bytes.empty())
-            [[maybe_unused]] ssize_t n = send(fds[i], bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (!bytes.empty()) [[maybe_unused]]
+            ssize_t n = send(fds[i], bytes.data(), bytes.size(), MSG_NOSIGNAL);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     for (int fd : fds) close(fd);
