@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "models/gemv.hpp"
+#include "kernels/gemv.hpp"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // The end of ResNet-50's sixteen residual blocks at 320 px (shortcut added, ReLU), bf16
 // channels-last as the fast path holds them: LibTorch's add_ then relu_ against the one-pass
-// kernel (src/models/residual.cpp), median ms per pass over all sixteen blocks.
+// kernel (src/kernels/residual.cpp), median ms per pass over all sixteen blocks.
 //
 //   build/bench-residual-end [BATCH] [REPS]
 #include <ATen/Parallel.h>
@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "models/residual.hpp"
+#include "kernels/residual.hpp"
 
 namespace {
 

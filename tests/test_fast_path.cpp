@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "model_support.hpp"
-#include "models/gemv.hpp"
-#include "models/residual.hpp"
+#include "kernels/gemv.hpp"
+#include "kernels/residual.hpp"
 
 namespace {
 

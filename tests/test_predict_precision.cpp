@@ -6,7 +6,7 @@
 #include <boneage/predict.hpp>
 #include <boneage/preprocess.hpp>
 #include <boneage/synth.hpp>
-#include <boneage/train.hpp>
+#include <boneage/augment.hpp>
 
 #include "support.hpp"
 

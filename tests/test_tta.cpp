@@ -4,7 +4,7 @@
 #include <boneage/predict.hpp>
 #include <boneage/preprocess.hpp>
 #include <boneage/synth.hpp>
-#include <boneage/train.hpp>
+#include <boneage/augment.hpp>
 
 #include "model_support.hpp"
 #include "support.hpp"

@@ -82,6 +82,11 @@ std::int64_t parameter_count(const torch::nn::Module& module);
 // row-major, to a float tensor count x 1 x size x size in [0,1].
 torch::Tensor images_to_tensor(const std::vector<const std::uint8_t*>& images, int size);
 
+// Resizes a batch N x 1 x S x S to N x 1 x size x size (bilinear, antialiased when shrinking),
+// as training does when the model's input size differs from the cache's; prediction must do
+// the same. Returns the batch unchanged when S == size.
+torch::Tensor resize_batch(const torch::Tensor& images, int size);
+
 // Everything a model file records beside the weights.
 struct ModelMetadata {
     ModelConfig config;

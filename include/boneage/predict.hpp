@@ -8,10 +8,10 @@
 //   if (out[0].ok()) std::cout << out[0].bone_age_months;
 #pragma once
 
+#include <boneage/augment.hpp>
 #include <boneage/fast_path.hpp>
 #include <boneage/model.hpp>
 #include <boneage/preprocess.hpp>
-#include <boneage/train.hpp>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -130,7 +130,7 @@ public:
     bool uses_sex() const { return model_.net->config().use_sex; }
     int input_size() const { return model_.net->config().input_size; }
     // Side of the preprocessed images, settings().output_size. When it differs from
-    // input_size() the batch is resized as training resized it (resize_batch in train.hpp).
+    // input_size() the batch is resized as training resized it (resize_batch in model.hpp).
     int image_size() const { return model_.meta.preprocess.output_size; }
     // The precision the network runs in: options.precision resolved, never Auto.
     Precision precision() const;

@@ -48,7 +48,7 @@ torch::Tensor image_tensor(const cv::Mat& image) {
     return images_to_tensor({continuous.ptr<std::uint8_t>()}, continuous.cols);
 }
 
-// To the net's input side with the resize training applies (resize_batch in train.hpp).
+// To the net's input side with the resize training applies (resize_batch in model.hpp).
 torch::Tensor to_input_size(const torch::Tensor& images, int size) {
     if (images.size(-1) == size) return images;
     namespace F = torch::nn::functional;

@@ -1,8 +1,6 @@
-// What the architectures share: their configuration, the factory, and the one place
-// where images become tensors.
+// What the architectures share: their configuration and the factory.
 #include <fmt/format.h>
 
-#include <array>
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
 #include <cstring>
@@ -75,26 +73,6 @@ std::int64_t parameter_count(const torch::nn::Module& module) {
     for (const auto& p : module.parameters())
         if (p.requires_grad()) count += p.numel();
     return count;
-}
-
-torch::Tensor images_to_tensor(const std::vector<const std::uint8_t*>& images, int size) {
-    TORCH_CHECK(size > 0, "image size must be positive, got ", size);
-    // A table of v / 255 gives the same floats as a division, at the cost of a load.
-    static const std::array<float, 256> scale = [] {
-        std::array<float, 256> t{};
-        for (int v = 0; v < 256; ++v) t[v] = static_cast<float>(v) / 255.0f;
-        return t;
-    }();
-    const auto count = static_cast<std::int64_t>(images.size());
-    const std::size_t pixels = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
-    torch::Tensor out = torch::empty({count, 1, size, size}, torch::kFloat32);
-    float* dst = out.data_ptr<float>();
-    for (const std::uint8_t* src : images) {
-        TORCH_CHECK(src != nullptr, "images_to_tensor: null image");
-        for (std::size_t k = 0; k < pixels; ++k) dst[k] = scale[src[k]];
-        dst += pixels;
-    }
-    return out;
 }
 
 }  // namespace boneage

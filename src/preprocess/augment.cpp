@@ -1,7 +1,7 @@
-// Training-time augmentation on the uint8 images, and the one resize between a cache's image
-// size and a model's input size.
+// Augmentation on the uint8 images: random draws for training, fixed views for test time.
+#include <boneage/augment.hpp>
+
 #include <boneage/splitmix.hpp>
-#include <boneage/train.hpp>
 #include <cmath>
 #include <opencv2/imgproc.hpp>
 
@@ -47,17 +47,6 @@ void augment_image(const std::uint8_t* src, int size, const Augmentation& a, std
     cv::warpAffine(in, moved, m, in.size(), cv::INTER_LINEAR, cv::BORDER_CONSTANT, cv::Scalar(0));
     // out = contrast * (in - 128) + 128 + 255 * brightness, saturated to 0..255.
     moved.convertTo(out, CV_8U, a.contrast, 128.0 * (1.0 - a.contrast) + 255.0 * a.brightness);
-}
-
-torch::Tensor resize_batch(const torch::Tensor& images, int size) {
-    if (images.size(-1) == size && images.size(-2) == size) return images;
-    namespace F = torch::nn::functional;
-    const bool shrinking = images.size(-1) > size;
-    return F::interpolate(images, F::InterpolateFuncOptions()
-                                      .size(std::vector<std::int64_t>{size, size})
-                                      .mode(torch::kBilinear)
-                                      .align_corners(false)
-                                      .antialias(shrinking));
 }
 
 }  // namespace boneage

@@ -1,4 +1,4 @@
-#include "models/residual.hpp"
+#include "kernels/residual.hpp"
 
 #include <ATen/Parallel.h>
 #include <immintrin.h>

@@ -8,7 +8,6 @@
 #include <boneage/hand_gate.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
-#include <boneage/train.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>

@@ -2,7 +2,7 @@
 // shallow network, ResNet-18 and ResNet-50. Each mirrors the forward() of its architecture file;
 // the fast path tests compare the two on every architecture, so a change there that is not made
 // here fails them.
-#include "models/fused_trunk.hpp"
+#include "kernels/fused_trunk.hpp"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <fmt/format.h>
@@ -10,8 +10,8 @@
 #include <boneage/error.hpp>
 #include <boneage/memory_format.hpp>
 
-#include "models/gemv.hpp"
-#include "models/residual.hpp"
+#include "kernels/gemv.hpp"
+#include "kernels/residual.hpp"
 
 namespace boneage::fast {
 

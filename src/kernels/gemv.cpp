@@ -1,4 +1,4 @@
-#include "models/gemv.hpp"
+#include "kernels/gemv.hpp"
 
 #include <ATen/Parallel.h>
 #include <immintrin.h>

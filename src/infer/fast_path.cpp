@@ -1,5 +1,5 @@
 // The inference fast path: precision from the CPU's features, batch norm folding, and the
-// FastModel that runs a net either as a fused trunk (models/fused_trunk.hpp) or, for
+// FastModel that runs a net either as a fused trunk (kernels/fused_trunk.hpp) or, for
 // architectures without one, as its own forward on folded weights.
 #include <boneage/autocast.hpp>
 #include <boneage/cpu_features.hpp>
@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "models/fused_trunk.hpp"
+#include "kernels/fused_trunk.hpp"
 #include "models/weights.hpp"
 
 namespace boneage {
