@@ -1,6 +1,8 @@
 // Labels, the validation split, prepare_dataset and the prepared cache.
 #include "support.hpp"
 
+#include "data/cache_format.hpp"
+
 #include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
@@ -343,6 +345,35 @@ TEST_F(PrepareTest, DamagedCacheIsBadData) {
     EXPECT_EQ(kind_of([&] { PreparedCache c(out / "absent.bin"); }), ErrorKind::NotFound);
     PreparedCache cache(out / "good.bin");  // the original still reads
     EXPECT_EQ(cache.size(), 12u);
+}
+
+// The preamble's version and header size are little-endian on any host: the bytes themselves,
+// not a round trip through one machine's order, are what a reader elsewhere sees.
+TEST(CacheFormat, PreambleNumbersAreLittleEndian) {
+    const auto bytes = cache_format::put_u32(0x0A0B0C0Du);
+    EXPECT_EQ(bytes[0], 0x0D);
+    EXPECT_EQ(bytes[1], 0x0C);
+    EXPECT_EQ(bytes[2], 0x0B);
+    EXPECT_EQ(bytes[3], 0x0A);
+    EXPECT_EQ(cache_format::get_u32(bytes.data()), 0x0A0B0C0Du);
+    const std::uint8_t big[4] = {0x01, 0x00, 0x00, 0x80};
+    EXPECT_EQ(cache_format::get_u32(big), 0x80000001u);
+}
+
+TEST_F(PrepareTest, WritesTheDocumentedPreambleBytes) {
+    ScratchDir out("prepare-bytes");
+    PrepareOptions o = options(out / "set.bin");
+    o.settings.output_size = 32;
+    prepare_dataset(o);
+    const std::string bytes = read_bytes(out / "set.bin");
+    ASSERT_GT(bytes.size(), cache_format::kPreambleBytes);
+    const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+    EXPECT_EQ(std::string(bytes.data(), 13), "BONEAGE-CACHE");
+    const std::uint8_t version[4] = {std::uint8_t(PreparedCache::kVersion), 0, 0, 0};
+    EXPECT_EQ(std::memcmp(p + 16, version, 4), 0);
+    const std::size_t header = p[20] | p[21] << 8 | p[22] << 16 | std::size_t(p[23]) << 24;
+    EXPECT_EQ(bytes[24], '{');
+    EXPECT_EQ(bytes.size(), cache_format::pixel_offset(header) + 12u * 32u * 32u);
 }
 
 }  // namespace

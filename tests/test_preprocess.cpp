@@ -1,6 +1,7 @@
 // Preprocessing (paper, Section IV): the hand finder on phantoms, CLAHE, the letterbox, the
 // whole chain and the settings' JSON form.
 #include <boneage/error.hpp>
+#include <boneage/image.hpp>
 #include <boneage/preprocess.hpp>
 #include <boneage/synth.hpp>
 
@@ -178,6 +179,29 @@ TEST(Preprocess, GivesTheOutputSizeForEveryDepthAndShape) {
     EXPECT_EQ(whole.hand.box, cv::Rect(0, 0, 700, 500));
     // 700x500 in a 256 square: 183 rows of content, bars of 36 rows above.
     EXPECT_EQ(cv::countNonZero(whole.image.rowRange(0, 36)), 0);
+}
+
+// Preprocessing turns an image into grey the one way the readers do (to_grey): a float or a
+// grey-plus-alpha picture, which a caller may hand over directly, gives what its grey does.
+TEST(Preprocess, ConvertsToGreyTheWayTheReadersDo) {
+    boneage::SynthOptions o;
+    o.width = 400;
+    o.height = 500;
+    o.bits16 = true;
+    const boneage::Phantom p = boneage::make_phantom({"2", 120.0, false}, 5, o);
+    boneage::Radiograph as_float, with_alpha, plain;
+    p.image.convertTo(as_float.pixels, CV_32F, 1.0 / 65535.0);
+    plain.pixels = boneage::to_grey(as_float.pixels);
+    EXPECT_EQ(plain.pixels.type(), CV_16UC1);
+    const cv::Mat expected = boneage::preprocess(plain).image;
+    EXPECT_EQ(cv::norm(boneage::preprocess(as_float).image, expected, cv::NORM_INF), 0.0);
+
+    cv::Mat grey8 = boneage::to_8bit(p.image), alpha(grey8.size(), CV_8U, cv::Scalar(255));
+    cv::merge(std::vector<cv::Mat>{grey8, alpha}, with_alpha.pixels);
+    plain.pixels = grey8;
+    EXPECT_EQ(cv::norm(boneage::preprocess(with_alpha).image, boneage::preprocess(plain).image,
+                       cv::NORM_INF),
+              0.0);
 }
 
 TEST(Preprocess, RejectsSettingsOutOfRange) {

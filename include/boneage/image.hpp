@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace boneage {
 
@@ -69,6 +70,15 @@ Radiograph read_radiograph(const std::filesystem::path& file, const ReadLimits& 
 
 // Converts a grey image of either depth to 8 bits, stretching 16-bit data over its own range.
 cv::Mat to_8bit(const cv::Mat& grey);
+
+// The one conversion of any decoded image to one grey channel: CV_8UC1 or CV_16UC1 as the
+// source's depth allows; colour becomes luminance, alpha is dropped, and depths OpenCV cannot
+// turn into grey directly (signed, float) are stretched to 16 bits.
+cv::Mat to_grey(cv::Mat image);
+
+// to_grey, then to_8bit where the result is deeper: what cropping, CLAHE and the letterbox
+// work on. Throws a Usage error naming `who` for an empty image.
+cv::Mat to_grey8(const cv::Mat& image, std::string_view who);
 
 // Writes a grey 8- or 16-bit image as an uncompressed DICOM secondary capture (for phantoms
 // and tests). With `monochrome1`, the stored values are inverted and the photometric

@@ -54,9 +54,7 @@ cv::Mat augment_view(const cv::Mat& view, Rng& rng) {
 }
 
 cv::Mat grey_view(const cv::Mat& image) {
-    cv::Mat grey = image;
-    if (image.channels() == 3) cv::cvtColor(image, grey, cv::COLOR_BGR2GRAY);
-    return gate_view(grey);
+    return gate_view(to_grey8(image, "hand gate"));
 }
 
 struct Example {

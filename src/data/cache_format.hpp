@@ -2,6 +2,7 @@
 // (prepared_cache.cpp). See PreparedCache in include/boneage/dataset.hpp.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -14,6 +15,16 @@ inline constexpr std::size_t kMagicBytes = sizeof kMagic;
 
 // magic, u32 version, u32 header_bytes; the header JSON follows.
 inline constexpr std::size_t kPreambleBytes = kMagicBytes + 4 + 4;
+
+// The preamble's numbers are little-endian whatever the host's byte order: written with
+// put_u32 and read with get_u32, the only two places that know it.
+inline std::array<std::uint8_t, 4> put_u32(std::uint32_t v) {
+    return {std::uint8_t(v), std::uint8_t(v >> 8), std::uint8_t(v >> 16), std::uint8_t(v >> 24)};
+}
+inline std::uint32_t get_u32(const std::uint8_t* p) {
+    return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 |
+           std::uint32_t(p[3]) << 24;
+}
 
 // Pixels start on a 64-byte boundary so rows can be read with aligned vector loads.
 inline constexpr std::size_t kPixelAlignment = 64;

@@ -92,12 +92,12 @@ public:
         if (json.size() > header_bytes_)
             throw Error(ErrorKind::Internal, tmp_, "cache header outgrew its reserved space");
         json.resize(header_bytes_, ' ');
-        std::uint32_t version = PreparedCache::kVersion;
-        auto header_size = std::uint32_t(header_bytes_);
+        const auto version = put_u32(PreparedCache::kVersion);
+        const auto header_size = put_u32(std::uint32_t(header_bytes_));
         if (std::fseek(file_, 0, SEEK_SET) != 0) fail("cannot seek in");
         write(kMagic, kMagicBytes);
-        write(&version, sizeof version);  // little-endian on every platform we build for
-        write(&header_size, sizeof header_size);
+        write(version.data(), version.size());
+        write(header_size.data(), header_size.size());
         write(json.data(), json.size());
         int closed = std::fclose(file_);
         file_ = nullptr;

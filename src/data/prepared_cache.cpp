@@ -24,11 +24,6 @@ using namespace cache_format;
 // The largest image side a cache may claim; guards the size arithmetic against a bad header.
 constexpr std::int64_t kMaxImageSide = 8192;
 
-std::uint32_t read_u32(const std::uint8_t* p) {
-    return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 |
-           std::uint32_t(p[3]) << 24;
-}
-
 // Maps the whole file read-only; returns the mapping and its size.
 std::pair<void*, std::size_t> map_file(const std::filesystem::path& file) {
     int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
@@ -75,10 +70,10 @@ PreparedCache::PreparedCache(const std::filesystem::path& file) : path_(file) {
     };
     const auto* base = static_cast<const std::uint8_t*>(map_);
     if (std::memcmp(base, kMagic, kMagicBytes) != 0) throw bad("not a boneage cache (wrong magic)");
-    std::uint32_t version = read_u32(base + kMagicBytes);
+    std::uint32_t version = get_u32(base + kMagicBytes);
     if (version != kVersion)
         throw bad(fmt::format("cache version {}, this build reads {}", version, kVersion));
-    std::size_t header_bytes = read_u32(base + kMagicBytes + 4);
+    std::size_t header_bytes = get_u32(base + kMagicBytes + 4);
     if (kPreambleBytes + header_bytes > map_bytes_)
         throw bad(fmt::format("truncated: the header claims {} bytes, the file has {}",
                               header_bytes, map_bytes_));

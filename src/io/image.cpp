@@ -5,6 +5,9 @@
 #include <fstream>
 #include <new>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <fmt/format.h>
 
 #include "io/readers.hpp"
 
@@ -105,6 +108,37 @@ cv::Mat to_8bit(const cv::Mat& grey) {
         grey.convertTo(out, CV_8U, scale, -low * scale);
     }
     return out;
+}
+
+cv::Mat to_grey(cv::Mat image) {
+    if (image.depth() != CV_8U && image.depth() != CV_16U && image.depth() != CV_32F)
+        image.convertTo(image, CV_32F);
+    cv::Mat grey;
+    switch (image.channels()) {
+        case 1:
+            grey = image;
+            break;
+        case 3:
+            cv::cvtColor(image, grey, cv::COLOR_BGR2GRAY);
+            break;
+        case 4:
+            cv::cvtColor(image, grey, cv::COLOR_BGRA2GRAY);
+            break;
+        default:
+            cv::extractChannel(image, grey, 0);
+            break;
+    }
+    if (grey.depth() == CV_32F) {
+        cv::patchNaNs(grey, 0.0);
+        cv::normalize(grey, grey, 0, 65535, cv::NORM_MINMAX, CV_16U);
+    }
+    return grey;
+}
+
+cv::Mat to_grey8(const cv::Mat& image, std::string_view who) {
+    if (image.empty()) throw Error(ErrorKind::Usage, fmt::format("{}: empty image", who));
+    cv::Mat grey = to_grey(image);
+    return grey.depth() == CV_8U ? grey : to_8bit(grey);
 }
 
 void write_image(const fs::path& file, const cv::Mat& image) {

@@ -13,33 +13,6 @@ namespace boneage::io {
 
 namespace {
 
-// Any depth and channel count → CV_8UC1 or CV_16UC1; colour becomes luminance, alpha is
-// dropped, and depths OpenCV cannot turn into grey directly are stretched to 16 bits.
-cv::Mat to_grey(cv::Mat image) {
-    if (image.depth() != CV_8U && image.depth() != CV_16U && image.depth() != CV_32F)
-        image.convertTo(image, CV_32F);
-    cv::Mat grey;
-    switch (image.channels()) {
-        case 1:
-            grey = image;
-            break;
-        case 3:
-            cv::cvtColor(image, grey, cv::COLOR_BGR2GRAY);
-            break;
-        case 4:
-            cv::cvtColor(image, grey, cv::COLOR_BGRA2GRAY);
-            break;
-        default:
-            cv::extractChannel(image, grey, 0);
-            break;
-    }
-    if (grey.depth() == CV_32F) {
-        cv::patchNaNs(grey, 0.0);
-        cv::normalize(grey, grey, 0, 65535, cv::NORM_MINMAX, CV_16U);
-    }
-    return grey;
-}
-
 // The spread of the opponent axes R - G and (R + G) / 2 - B over a sample of pixels, on the
 // 8-bit scale: colour that varies across the image, as in photographs and documents.
 double colourfulness(const cv::Mat& image) {

@@ -9,22 +9,6 @@
 
 namespace boneage {
 
-namespace {
-
-// The image as one 8-bit channel; CLAHE and the letterbox are defined on that.
-cv::Mat as_grey8(const cv::Mat& image, const char* who) {
-    if (image.empty()) throw Error(ErrorKind::Usage, std::string(who) + ": empty image");
-    cv::Mat grey = image;
-    if (grey.channels() == 3) cv::cvtColor(grey, grey, cv::COLOR_BGR2GRAY);
-    if (grey.channels() == 4) cv::cvtColor(grey, grey, cv::COLOR_BGRA2GRAY);
-    if (grey.channels() != 1)
-        throw Error(ErrorKind::Usage, std::string(who) + ": expected a grey image");
-    if (grey.depth() != CV_8U) grey = to_8bit(grey);
-    return grey;
-}
-
-}  // namespace
-
 cv::Rect crop_box(const cv::Rect& hand, cv::Size image_size, double margin) {
     const cv::Rect frame(0, 0, image_size.width, image_size.height);
     const int pad = static_cast<int>(std::ceil(margin * std::max(hand.width, hand.height)));
@@ -34,7 +18,7 @@ cv::Rect crop_box(const cv::Rect& hand, cv::Size image_size, double margin) {
 }
 
 cv::Mat apply_clahe(const cv::Mat& grey8, const PreprocessSettings& settings) {
-    cv::Mat grey = as_grey8(grey8, "apply_clahe");
+    cv::Mat grey = to_grey8(grey8, "apply_clahe");
     cv::Ptr<cv::CLAHE> clahe = cv::createCLAHE(
         settings.clahe_clip_limit, cv::Size(settings.clahe_tile_grid, settings.clahe_tile_grid));
     cv::Mat out;
@@ -47,7 +31,7 @@ cv::Mat apply_clahe(const cv::Mat& grey8, const PreprocessSettings& settings) {
 // becomes 107x320 at x = 106 in a 320 square. The bars are exact zeros.
 cv::Mat letterbox(const cv::Mat& grey8, int size) {
     if (size < 1) throw Error(ErrorKind::Usage, "letterbox: size must be positive");
-    cv::Mat grey = as_grey8(grey8, "letterbox");
+    cv::Mat grey = to_grey8(grey8, "letterbox");
     const double scale =
         std::min(static_cast<double>(size) / grey.cols, static_cast<double>(size) / grey.rows);
     const int w = std::clamp(static_cast<int>(std::lround(grey.cols * scale)), 1, size);
@@ -64,7 +48,7 @@ cv::Mat letterbox(const cv::Mat& grey8, int size) {
 
 Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& settings) {
     validate(settings);
-    cv::Mat grey = as_grey8(radiograph.pixels, "preprocess");
+    cv::Mat grey = to_grey8(radiograph.pixels, "preprocess");
     Preprocessed out;
     if (settings.crop_hand) {
         out.hand = find_hand(grey, settings);

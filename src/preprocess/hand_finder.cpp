@@ -50,16 +50,6 @@ cv::Rect to_original(const cv::Rect& box, double scale, cv::Size original) {
            cv::Rect(0, 0, original.width, original.height);
 }
 
-cv::Mat to_grey8(const cv::Mat& image) {
-    if (image.empty()) throw Error(ErrorKind::Usage, "find_hand: empty image");
-    cv::Mat grey = image;
-    if (grey.channels() == 3) cv::cvtColor(grey, grey, cv::COLOR_BGR2GRAY);
-    if (grey.channels() == 4) cv::cvtColor(grey, grey, cv::COLOR_BGRA2GRAY);
-    if (grey.channels() != 1) throw Error(ErrorKind::Usage, "find_hand: expected a grey image");
-    if (grey.depth() != CV_8U) grey = to_8bit(grey);
-    return grey;
-}
-
 // Chosen regions filling more of their box than this are rectangles (fields, films), not
 // hands: an open hand with its forearm fills about half of its box.
 constexpr double kRectangular = 0.8;
@@ -144,7 +134,7 @@ bool trust_edges(const EdgeCore& core, const cv::Rect& edge_box, const Selection
 }  // namespace
 
 HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
-    const cv::Mat grey = to_grey8(grey8);
+    const cv::Mat grey = to_grey8(grey8, "find_hand");
     const double scale =
         std::min(1.0, static_cast<double>(settings.detect_size) / std::max(grey.cols, grey.rows));
     cv::Mat small;
