@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model_support.hpp"
+#include "models/weights.hpp"
 
 namespace {
 
@@ -259,6 +260,39 @@ TEST(ImagesToTensor, MapsBytesToUnitFloatsInImageOrder) {
     EXPECT_FLOAT_EQ(t[1][0][0][0].item<float>(), 1.0f);
     EXPECT_FLOAT_EQ(t[1][0][2][2].item<float>(), 247.0f / 255.0f);
     EXPECT_EQ(boneage::images_to_tensor({}, size).size(0), 0);
+}
+
+// One module with one parameter, to set a mismatch up exactly.
+struct OneTensor : torch::nn::Module {
+    explicit OneTensor(std::vector<int64_t> shape, float value)
+        : w(register_parameter("w", torch::full(shape, value))) {}
+    torch::Tensor w;
+};
+
+TEST(CopyWeights, RefusesAnotherShapeInsteadOfBroadcastingAndLeavesTheTargetWhole) {
+    OneTensor from({1}, 7.0f), to({4}, 1.0f);
+    try {
+        boneage::models::copy_weights(from, to);
+        FAIL() << "a [1] tensor was copied into a [4] one";
+    } catch (const boneage::UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("w has shape 1, expected 4"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_TRUE(torch::equal(to.w, torch::ones({4})));
+}
+
+TEST(CopyWeights, NamesAMissingTensorAndCopiesMatchingNets) {
+    torch::nn::Linear a(3, 2), b(3, 2);
+    OneTensor stranger({3}, 0.0f);
+    try {
+        boneage::models::copy_weights(stranger, *b);
+        FAIL() << "a net without 'weight' was accepted";
+    } catch (const boneage::UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("weight is missing"), std::string::npos) << e.what();
+    }
+    boneage::models::copy_weights(*a, *b);
+    EXPECT_TRUE(torch::equal(a->weight, b->weight));
+    EXPECT_TRUE(torch::equal(a->bias, b->bias));
 }
 
 }  // namespace

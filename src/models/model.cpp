@@ -1,5 +1,6 @@
 // What the architectures share: their configuration and the factory.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
@@ -60,10 +61,22 @@ namespace models {
 
 void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
     torch::NoGradGuard no_grad;
-    const auto params = from.named_parameters();
-    for (auto& p : to.named_parameters()) p.value().copy_(params[p.key()]);
-    const auto buffers = from.named_buffers();
-    for (auto& b : to.named_buffers()) b.value().copy_(buffers[b.key()]);
+    const auto source_params = from.named_parameters();
+    const auto source_buffers = from.named_buffers();
+    auto targets = to.named_parameters();
+    for (auto& b : to.named_buffers()) targets.insert(b.key(), b.value());
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;  // (destination, source)
+    for (auto& t : targets) {
+        const torch::Tensor* src = source_params.find(t.key());
+        if (!src) src = source_buffers.find(t.key());
+        if (!src) throw UsageError(fmt::format("its {} is missing", t.key()));
+        if (src->sizes() != t.value().sizes())
+            throw UsageError(fmt::format("its {} has shape {}, expected {}", t.key(),
+                                         fmt::join(src->sizes(), "x"),
+                                         fmt::join(t.value().sizes(), "x")));
+        pairs.emplace_back(t.value(), *src);
+    }
+    for (auto& [dst, src] : pairs) dst.copy_(src);
 }
 
 }  // namespace models

@@ -5,9 +5,10 @@
 
 namespace boneage::models {
 
-// Copies every parameter and buffer of `from` into the one of the same name in `to`, which
-// must be built from the same configuration (a missing name or another shape is a LibTorch
-// error: a programming error here, not a user's).
+// The one weight copy: every parameter and buffer of `to` from the one of the same name in
+// `from`. Checks every name and shape before it copies anything, so a mismatch leaves `to`
+// whole; throws UsageError naming the first tensor that is missing or of another shape
+// (a copy_ would broadcast a smaller tensor silently). Names only in `from` are ignored.
 void copy_weights(const torch::nn::Module& from, torch::nn::Module& to);
 
 }  // namespace boneage::models
