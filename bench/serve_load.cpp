@@ -1,7 +1,8 @@
 // Load on a running `boneage serve`: N POST /v1/predict from C concurrent clients (one
 // keep-alive connection each), cycling through the given image files. Prints the errors, the
 // p50/p99 latency, the throughput, and the server's resident memory (VmRSS of --pid) after the
-// first 100 answers and at the end. scripts/serve-load starts the server and calls this.
+// first 100 answers and at the end. The images are hands: an answer the hand gate rejected
+// counts as an error. scripts/serve-load starts the server and calls this.
 //
 //   bench-serve-load --port 8080 --pid 1234 -n 2000 -c 16 phantoms/*.png
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -43,6 +45,14 @@ double percentile(std::vector<double> v, double p) {
     std::sort(v.begin(), v.end());
     const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(p * (v.size() - 1) + 0.5));
     return v[i];
+}
+
+// The "status" of a predict answer ("ok", "rejected"), or what was wrong with it.
+std::string answer_status(const std::string& body) {
+    const nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+    if (!j.is_object() || !j.contains("status") || !j["status"].is_string())
+        return "missing (not a case)";
+    return j["status"].get<std::string>();
 }
 
 int usage() {
@@ -112,6 +122,8 @@ int main(int argc, char** argv) {
                         ++errors["no answer: " + httplib::to_string(r.error())];
                     else if (r->status != 200)
                         ++errors[fmt::format("HTTP {}", r->status)];
+                    else if (const std::string status = answer_status(r->body); status != "ok")
+                        ++errors["HTTP 200, status " + status];
                     else
                         latencies.push_back(ms);
                 }

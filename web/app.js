@@ -29,7 +29,7 @@ function years(months) {
 function choose(file) {
   chosenFile = file || null;
   $("drop-text").textContent = file ? `${file.name} (${(file.size / 1048576).toFixed(2)} MB)`
-                                    : "Drop a hand radiograph here, or click to choose one";
+                                    : "Drop a hand radiograph here (PNG, JPEG, TIFF, BMP, DICOM), or click to choose one";
   $("submit").disabled = !file;
 }
 
@@ -57,7 +57,7 @@ async function submit(e) {
   $("submit").textContent = "Reading…";
   try {
     const c = await api("/v1/predict", { method: "POST", body: form });
-    show(c, chosenFile);
+    show(c);
     await listCases();
   } catch (err) {
     $("form-error").textContent = err.message;
@@ -69,7 +69,7 @@ async function submit(e) {
 
 // ---- one case ----
 
-function show(c, localFile = null) {
+function show(c) {
   current = c;
   history.replaceState(null, "", `#case=${c.case_id}`);  // a link to the case, kept on reload
   $("result").hidden = false;
@@ -81,11 +81,13 @@ function show(c, localFile = null) {
     li.classList.toggle("current", li.dataset.id == c.case_id));
   if (rejected) {
     $("reject-reason").textContent = c.message || "No reason given.";
-    const preview = $("local-preview");
-    preview.hidden = !localFile;
-    if (localFile) preview.src = URL.createObjectURL(localFile);
+    drawOriginal($("rejected-original"), c);
     return;
   }
+  drawOriginal($("original"), c);
+  $("original-caption").textContent = c.box
+    ? `the upload (${c.width}×${c.height}), with the crop box (${c.method}, confidence ${text(c.confidence, 2)})`
+    : "the upload";
   $("hand").src = c.image_url;
   $("heatmap").removeAttribute("src");
   $("heatmap-caption").textContent = "drawing where the model looked…";
@@ -97,6 +99,29 @@ function show(c, localFile = null) {
   showDetails(c);
   $("chart").innerHTML = chart(c);
   showReview(c);
+}
+
+// The upload as the service decoded it (DICOM too), in the original's pixel coordinates, with
+// the box where the hand was found: the crop is the box grown by a margin (docs/CLINICAL.md).
+function drawOriginal(svg, c) {
+  if (!c.width || !c.height) {
+    // No size in the case (an upload refused before it was measured): the picture's own.
+    svg.innerHTML = "";
+    const probe = new Image();
+    probe.onload = () => { if (current === c) drawOriginal(svg, { ...c, width: probe.naturalWidth, height: probe.naturalHeight }); };
+    probe.src = c.original_url;
+    return;
+  }
+  const w = c.width, h = c.height;
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  let inner = `<rect width="${w}" height="${h}" fill="#000"/>` +
+    `<image href="${c.original_url}" width="${w}" height="${h}" preserveAspectRatio="none"/>`;
+  if (c.box) {
+    const [x, y, bw, bh] = c.box;
+    const stroke = Math.max(w, h) / 150;
+    inner += `<rect x="${x}" y="${y}" width="${bw}" height="${bh}" fill="none" stroke="var(--accent)" stroke-width="${stroke}"><title>hand found here (${c.method})</title></rect>`;
+  }
+  svg.innerHTML = inner;
 }
 
 function showDetails(c) {
@@ -167,9 +192,17 @@ function chart(c) {
   svg += `<text transform="translate(12 ${(top + h - bottom) / 2}) rotate(-90)" text-anchor="middle">bone age, years</text>`;
   const colour = c.interpretation === "normal" ? "var(--ok)" : c.interpretation ? "var(--warn)" : "var(--accent)";
   if (c.chronological_age_months !== null) {
-    svg += `<circle cx="${x(c.chronological_age_months)}" cy="${y(c.bone_age_months)}" r="6" fill="${colour}"><title>model: ${text(c.bone_age_months)} months</title></circle>`;
-    if (c.review)
-      svg += `<circle cx="${x(c.chronological_age_months)}" cy="${y(c.review.bone_age_months)}" r="7" fill="none" stroke="var(--text)" stroke-width="2"><title>reader: ${text(c.review.bone_age_months)} months</title></circle>`;
+    const cx = x(c.chronological_age_months), cy = y(c.bone_age_months);
+    svg += `<circle cx="${cx}" cy="${cy}" r="6" fill="${colour}"><title>model: ${text(c.bone_age_months)} months</title></circle>`;
+    const label = `${text(c.bone_age_months)} m` + (c.z_score === null ? "" : `, Z ${c.z_score > 0 ? "+" : ""}${text(c.z_score, 2)}`);
+    const onRight = cx < w - right - 140;  // the label beside the point, on the side with room
+    svg += `<text class="point-label" x="${onRight ? cx + 10 : cx - 10}" y="${cy + 4}" text-anchor="${onRight ? "start" : "end"}">${label}</text>`;
+    if (c.review) {
+      const ry = y(c.review.bone_age_months);
+      svg += `<circle cx="${cx}" cy="${ry}" r="7" fill="none" stroke="var(--text)" stroke-width="2"><title>reader: ${text(c.review.bone_age_months)} months</title></circle>`;
+      // The reader's label on the other side of the point, so the two never overlap.
+      svg += `<text x="${onRight ? cx - 12 : cx + 12}" y="${ry + 4}" text-anchor="${onRight ? "end" : "start"}">reader ${text(c.review.bone_age_months)} m</text>`;
+    }
   } else {
     svg += `<line x1="${x(0)}" y1="${y(c.bone_age_months)}" x2="${x(maxAge)}" y2="${y(c.bone_age_months)}" stroke="${colour}" stroke-dasharray="6 4"/>`;
     svg += `<text x="${x(maxAge) - 4}" y="${y(c.bone_age_months) - 6}" text-anchor="end">bone age; no chronological age given</text>`;
@@ -243,7 +276,17 @@ async function listCases() {
   }
 }
 
+// The case named by the address (#case=17): on load, and when a link to another case is
+// followed from this page.
+async function showLinked() {
+  const linked = location.hash.match(/^#case=(\d+)$/);
+  if (linked && (!current || String(current.case_id) !== linked[1]))
+    show(await api(`/v1/cases/${linked[1]}`));
+}
+
 async function start() {
+  window.addEventListener("hashchange", () =>
+    showLinked().catch((err) => { $("form-error").textContent = err.message; }));
   setUpUpload();
   setUpReview();
   try {
@@ -252,8 +295,7 @@ async function start() {
     $("model").textContent = `${model.file} (${model.architecture}) · ` +
       (model.gate ? `hand gate ≥ ${model.gate.threshold.toFixed(3)}` : "hand gate off") + ` · ${model.build}`;
     await listCases();
-    const linked = location.hash.match(/^#case=(\d+)$/);
-    if (linked) show(await api(`/v1/cases/${linked[1]}`));
+    await showLinked();
   } catch (err) {
     $("form-error").textContent = `The service did not answer: ${err.message}`;
   }

@@ -25,7 +25,11 @@ struct ServiceOptions {
     int port = 8080;                                       // 0: any free port (bind() says which)
     std::size_t max_upload_bytes = std::size_t(32) << 20;  // larger files are refused, 413
     int http_threads = 8;                                  // requests served at once
-    std::chrono::seconds io_timeout{30};                   // reading a request, writing an answer
+    // A request must arrive whole (head and body) within this of its connection being
+    // accepted, or of the previous answer on it; then 408 and closed. Its answer must be
+    // written within the same time. Slow clients wait for it without holding a thread.
+    std::chrono::seconds request_timeout{60};
+    std::chrono::seconds io_timeout{30};                   // longest gap between two bytes
     std::chrono::seconds inference_timeout{120};           // waiting for the inference thread
     InferenceWorkerOptions worker;                         // queue length, batch, gathering wait
     std::filesystem::path model_file;                      // what GET /v1/model names and hashes

@@ -4,8 +4,10 @@
 
 #include <boneage/error.hpp>
 #include <boneage/heatmap.hpp>
+#include <boneage/image.hpp>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <sstream>
 
 #include "serve/service_impl.hpp"
@@ -18,6 +20,8 @@ namespace {
 constexpr double kMaxReviewMonths = kMaxBoneAgeMonths;
 constexpr std::size_t kMaxReaderLength = 200;
 constexpr std::size_t kMaxCommentLength = 4000;
+// The longest side of the upload as the page shows it: a screen's worth, whatever the film.
+constexpr int kOriginalSide = 1024;
 
 std::int64_t case_id(const httplib::Request& req) {
     try {
@@ -90,6 +94,7 @@ nlohmann::json Service::Impl::case_json(const Case& c) const {
     j["original_name"] = c.original_name;
     j["created_at"] = c.created_at;
     const std::string base = fmt::format("/v1/cases/{}", c.id);
+    j["original_url"] = base + "/original.png";
     j["image_url"] = c.status == "ok" ? nlohmann::json(base + "/image.png") : nlohmann::json();
     j["heatmap_url"] = c.status == "ok" ? nlohmann::json(base + "/heatmap.png") : nlohmann::json();
     j["review"] = c.review ? review_json(*c.review) : nlohmann::json();
@@ -100,6 +105,8 @@ void Service::Impl::add_case_routes() {
     route("GET", "/v1/cases", "/v1/cases", &Impl::list_cases);
     route("GET", "/v1/cases\\.csv", "/v1/cases.csv", &Impl::labels_csv);
     route("GET", "/v1/cases/(\\d+)", "/v1/cases/{id}", &Impl::one_case);
+    route("GET", "/v1/cases/(\\d+)/original\\.png", "/v1/cases/{id}/original.png",
+          &Impl::case_original);
     route("GET", "/v1/cases/(\\d+)/image\\.png", "/v1/cases/{id}/image.png", &Impl::case_image);
     route("GET", "/v1/cases/(\\d+)/heatmap\\.png", "/v1/cases/{id}/heatmap.png",
           &Impl::case_heatmap);
@@ -133,6 +140,23 @@ void Service::Impl::one_case(const httplib::Request& req, httplib::Response& res
     std::optional<Case> c = store->get_case(case_id(req));
     if (!c) return serve::send_error(res, 404, "no case " + req.matches[1].str());
     serve::send_json(res, case_json(*c));
+}
+
+void Service::Impl::case_original(const httplib::Request& req, httplib::Response& res) {
+    const std::int64_t id = case_id(req);
+    std::optional<Case> c = store->get_case(id);
+    if (!c) return serve::send_error(res, 404, "no case " + std::to_string(id));
+    // Decoded here rather than sent as stored: a browser shows neither DICOM nor 16-bit TIFF.
+    cv::Mat grey = to_8bit(read_radiograph(store->images_dir() / c->image_file()).pixels);
+    const int longest = std::max(grey.cols, grey.rows);
+    if (longest > kOriginalSide) {
+        const double scale = double(kOriginalSide) / longest;
+        cv::resize(grey, grey, cv::Size(), scale, scale, cv::INTER_AREA);
+    }
+    std::vector<unsigned char> png;
+    if (!cv::imencode(".png", grey, png))
+        return serve::send_error(res, 500, fmt::format("case {}'s upload could not be drawn", id));
+    res.set_content(reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
 }
 
 void Service::Impl::case_image(const httplib::Request& req, httplib::Response& res) {

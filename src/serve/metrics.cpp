@@ -24,7 +24,8 @@ void Metrics::record_prediction(const std::string& status) {
     ++predictions_[status];
 }
 
-std::string Metrics::render(std::size_t queue_depth, const BatchStats& batches) const {
+std::string Metrics::render(std::size_t queue_depth, const BatchStats& batches,
+                            std::size_t open_connections) const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::string out;
     out +=
@@ -49,6 +50,11 @@ std::string Metrics::render(std::size_t queue_depth, const BatchStats& batches) 
     out += fmt::format("boneage_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n", timed_);
     out += fmt::format("boneage_http_request_duration_seconds_sum {}\n", seconds_sum_);
     out += fmt::format("boneage_http_request_duration_seconds_count {}\n", timed_);
+    out +=
+        "# HELP boneage_http_open_connections Client connections open now, whether a request "
+        "is arriving on them or they wait for the next.\n"
+        "# TYPE boneage_http_open_connections gauge\n";
+    out += fmt::format("boneage_http_open_connections {}\n", open_connections);
     out +=
         "# HELP boneage_predictions_total Uploads read, by result status.\n"
         "# TYPE boneage_predictions_total counter\n";

@@ -21,7 +21,9 @@ public:
     // One prediction's status: "ok", "rejected" or "error".
     void record_prediction(const std::string& status);
 
-    std::string render(std::size_t queue_depth, const BatchStats& batches) const;
+    // `open_connections`: the connections the HTTP intake holds now, answered or not.
+    std::string render(std::size_t queue_depth, const BatchStats& batches,
+                       std::size_t open_connections) const;
 
 private:
     // Upper bounds of the latency buckets, seconds: a health check to a queued batch.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <boneage/calendar.hpp>
+#include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
 #include <future>
 #include <opencv2/imgcodecs.hpp>
@@ -24,10 +25,10 @@ PredictRequest form_request(const httplib::Request& req) {
     PredictRequest r;
     r.keep_images = true;  // the preprocessed hand is kept with the case
     const std::string sex = field(req, "sex");
-    if (sex == "male" || sex == "female")
-        r.male = sex == "male";
-    else if (!sex.empty())
-        throw UsageError("sex must be 'male' or 'female', not '" + sex + "'");
+    if (!sex.empty()) {
+        r.male = parse_sex(sex);  // as labels files and the command line write it
+        if (!r.male) throw UsageError("sex must be M, F, male or female, not '" + sex + "'");
+    }
     const std::string age = field(req, "chronological_age_months");
     if (!age.empty()) {
         std::size_t used = 0;

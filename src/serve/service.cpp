@@ -65,8 +65,17 @@ nlohmann::json describe_model(const Predictor& predictor, const HandGate* gate,
                                     ? nlohmann::json()
                                     : nlohmann::json(serve::file_sha256(options.gate_file))},
                      {"threshold", gate->threshold()}};
+    // The digest taken when the model was loaded names what runs, even if the file has changed
+    // since; a model that came from no file has none but the configured file's.
+    const Provenance& v = predictor.provenance();
     return {{"file", options.model_file.filename().string()},
-            {"sha256", serve::file_sha256(options.model_file)},
+            {"sha256", v.model_sha256.empty() ? serve::file_sha256(options.model_file)
+                                              : v.model_sha256},
+            {"version", v.model_version},
+            {"preprocess_version", v.preprocess_version},
+            {"model_build_commit", predictor.model().meta.build_commit},
+            {"build_commit", v.build_commit},
+            {"crop_method", v.crop_method},
             {"architecture", config.arch},
             {"input_size", config.input_size},
             {"uses_sex", config.use_sex},
@@ -116,11 +125,14 @@ void Service::Impl::route(const std::string& method, const std::string& pattern,
 }
 
 void Service::Impl::configure_http() {
-    server.new_task_queue = [threads = options.http_threads] {
-        return new httplib::ThreadPool(static_cast<std::size_t>(std::max(1, threads)));
+    serve::HttpServerOptions http;
+    http.request_timeout = options.request_timeout;
+    http.io_timeout = options.io_timeout;
+    http.threads = options.http_threads;
+    http.on_refused = [this](const std::string& method, int status) {
+        metrics.record_request(method, "unmatched", status, -1.0);
     };
-    server.set_read_timeout(options.io_timeout);
-    server.set_write_timeout(options.io_timeout);
+    server.configure(http);
     // The upload's own size is checked in the route, which answers a clean 413; bodies far
     // beyond it are cut off here without being read.
     server.set_payload_max_length(2 * options.max_upload_bytes + (std::size_t(1) << 20));
@@ -157,7 +169,7 @@ void Service::Impl::add_info_routes() {
         serve::send_json(res, {{"status", "ok"}, {"queue_depth", worker->depth()}});
     });
     route("GET", "/metrics", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
-        res.set_content(metrics.render(worker->depth(), worker->stats()),
+        res.set_content(metrics.render(worker->depth(), worker->stats(), server.open_connections()),
                         "text/plain; version=0.0.4");
     });
     route("GET", "/v1/model", "/v1/model", [this](const httplib::Request&, httplib::Response& res) {
@@ -201,6 +213,7 @@ int Service::bind() {
     const ServiceOptions& o = impl_->options;
     int port = o.port == 0 ? impl_->server.bind_to_any_port(o.host)
                            : (impl_->server.bind_to_port(o.host, o.port) ? o.port : -1);
+    impl_->server.widen_backlog();
     if (port <= 0)
         throw UsageError(
             fmt::format("cannot listen on {}:{} (in use, or not an address of "
@@ -212,7 +225,7 @@ int Service::bind() {
 void Service::run() {
     impl_->in_run = true;
     if (!impl_->stop_requested)
-        impl_->server.listen_after_bind();  // returns after stop(), requests in flight answered
+        impl_->server.serve();  // returns after stop(), the requests that arrived answered
     impl_->in_run = false;
     impl_->worker->stop();  // then the inference jobs still queued
 }

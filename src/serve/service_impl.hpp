@@ -2,8 +2,6 @@
 // the page, model and health; predict_route.cpp; case_routes.cpp).
 #pragma once
 
-#include <httplib.h>
-
 #include <atomic>
 #include <boneage/service.hpp>
 #include <filesystem>
@@ -11,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "serve/http_server.hpp"
 #include "serve/metrics.hpp"
 
 namespace boneage {
@@ -24,7 +23,7 @@ struct Service::Impl {
     std::unique_ptr<InferenceWorker> worker;
     serve::Metrics metrics;
     nlohmann::json model_info;  // GET /v1/model, computed once
-    httplib::Server server;
+    serve::HttpServer server;
     // httplib's stop() does nothing before the server has started listening: a stop asked for
     // in that gap is remembered and applied once it has.
     std::atomic<bool> stop_requested{false};
@@ -57,6 +56,8 @@ struct Service::Impl {
     void list_cases(const httplib::Request& req, httplib::Response& res);
     void labels_csv(const httplib::Request& req, httplib::Response& res);
     void one_case(const httplib::Request& req, httplib::Response& res);
+    // The upload as stored, decoded to 8-bit grey PNG (DICOM included), at most 1024 px.
+    void case_original(const httplib::Request& req, httplib::Response& res);
     void case_image(const httplib::Request& req, httplib::Response& res);
     void case_heatmap(const httplib::Request& req, httplib::Response& res);
     void put_review(const httplib::Request& req, httplib::Response& res);

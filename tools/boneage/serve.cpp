@@ -1,6 +1,7 @@
 // boneage serve: the reading-room service (docs/API.md) on one model, until SIGINT or SIGTERM.
 #include <fmt/format.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -26,6 +27,7 @@ struct ServeArgs {
     int max_upload_mb = 32;               // larger uploads are refused (413)
     int threads = 8;                      // HTTP requests served at once
     int batch = 8;                        // uploads read in one pass of the network at most
+    int request_timeout = 60;             // seconds for a request to arrive whole (then 408)
     InferenceArgs inference;              // --accept-all, --gate, --precision
 };
 
@@ -54,8 +56,20 @@ bool stop_signalled(int timeout_ms) {
     return poll(&p, 1, timeout_ms) > 0 && (p.revents & POLLIN);
 }
 
+// Every open connection is a file descriptor, and clients waiting on a slow network hold
+// theirs: the usual soft limit (1024) would refuse connections long before memory or threads
+// run short. The hard limit is the administrator's; this goes up to it.
+void raise_open_file_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
 int run_serve(const ServeArgs& args) {
     catch_stop_signals();
+    raise_open_file_limit();
     PredictorOptions predictor = args.inference.predictor_options();  // loads the gate
     const std::filesystem::path model = resolve_model(args.model);
 
@@ -64,11 +78,13 @@ int run_serve(const ServeArgs& args) {
     options.port = args.port;
     options.max_upload_bytes = static_cast<std::size_t>(args.max_upload_mb) << 20;
     options.http_threads = args.threads;
+    options.request_timeout = std::chrono::seconds(args.request_timeout);
     options.worker.batch = static_cast<std::size_t>(args.batch);
     options.model_file = model;
     if (predictor.gate) options.gate_file = args.inference.resolve_gate();
     options.build = fmt::format("boneage {} ({})", build_version(), build_commit());
-    Service service(load_model(model), predictor, open_sqlite_case_store(args.db), options);
+    Service service(load_inference_model(model, "serve"), predictor,
+                    open_sqlite_case_store(args.db), options);
     const int port = service.bind();
 
     std::atomic<bool> done{false};
@@ -112,6 +128,12 @@ const Command serve_command{
             ->capture_default_str();
         sub.add_option("--threads", args->threads, "HTTP requests served at once")
             ->check(CLI::Range(1, 256))
+            ->capture_default_str();
+        sub.add_option("--request-timeout", args->request_timeout,
+                       "seconds for a request (head and upload) to arrive whole, counted from "
+                       "the connection or the previous answer; slower clients get 408 and are "
+                       "closed, and their answers must be written within the same time")
+            ->check(CLI::Range(1, 3600))
             ->capture_default_str();
         sub.add_option("--batch", args->batch,
                        "uploads read in one pass of the network at most (those that arrive "
