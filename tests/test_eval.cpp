@@ -1,8 +1,10 @@
 // Evaluation and prediction: the metrics against their formulas, the predictor on phantoms
 // with a tiny untrained model, and the report's files.
 #include <boneage/evaluate.hpp>
+#include <boneage/fast_path.hpp>
 #include <boneage/model.hpp>
 #include <boneage/predict.hpp>
+#include <boneage/preprocess.hpp>
 #include <boneage/synth.hpp>
 
 #include "support.hpp"
@@ -112,10 +114,120 @@ TEST(Split, KeepsTheValidationOrTrainingSideById) {
     EXPECT_THROW(parse_split("val:0.1x"), UsageError);
 }
 
-TEST(Predictor, GivesFiniteMonthsAndAHandBoxOnPhantoms) {
+TEST(Split, FoldKeepsOneCrossValidationFoldAndNotfoldTheRest) {
+    // fold 0 of 5 is the 20% validation split, id for id.
+    auto fold0 = parse_split("fold:0/5"), val = parse_split("val:0.2");
+    auto fold3 = parse_split("fold:3/5"), not3 = parse_split("notfold:3/5");
+    int in_fold3 = 0;
+    for (int i = 0; i < 2000; ++i) {
+        const std::string id = std::to_string(1000 + i);
+        EXPECT_EQ(fold0(id), val(id)) << id;
+        EXPECT_EQ(fold3(id), fold_of(id, 5) == 3) << id;
+        EXPECT_NE(fold3(id), not3(id)) << id;
+        in_fold3 += fold3(id);
+    }
+    EXPECT_GT(in_fold3, 300);
+    EXPECT_LT(in_fold3, 500);
+    for (const char* bad : {"fold:5/5", "fold:0/1", "fold:a/5", "fold:1", "fold:-1/5",
+                            "notfold:2/", "fold:1/5x", "fold"})
+        EXPECT_THROW(parse_split(bad), UsageError) << bad;
+}
+
+// Two folds of hand-made predictions whose every figure is worked out below.
+TEST(OutOfFold, SummaryMatchesHandComputedFigures) {
+    auto item = [](const std::string& id, double truth, double error, bool male) {
+        ItemResult r;
+        r.id = id;
+        r.true_months = truth;
+        r.predicted_months = truth + error;
+        r.male = male;
+        return r;
+    };
+    // Errors +2, -4 (fold 0) and +6, -8 (fold 1): |e| 2, 4, 6, 8.
+    const std::vector<std::vector<ItemResult>> parts = {
+        {item("a", 30, 2, false), item("b", 100, -4, true)},
+        {item("c", 110, 6, true), item("d", 200, -8, false)}};
+    const OutOfFoldSummary s = summarise_out_of_fold(parts);
+    EXPECT_EQ(s.all.n, 4u);
+    EXPECT_DOUBLE_EQ(s.all.mae, 5.0);
+    // Sample SD of 2, 4, 6, 8 is sqrt(20 / 3); over sqrt(4).
+    EXPECT_NEAR(s.all.mae_se, std::sqrt(20.0 / 3.0) / 2.0, 1e-12);
+    EXPECT_NEAR(s.all.rmse, std::sqrt(30.0), 1e-12);
+    EXPECT_DOUBLE_EQ(s.all.mean_error, -1.0);
+
+    ASSERT_EQ(s.folds.size(), 2u);
+    EXPECT_EQ(s.folds[0].label, "fold 0");
+    EXPECT_DOUBLE_EQ(s.folds[0].mae, 3.0);
+    EXPECT_NEAR(s.folds[0].mae_se, std::sqrt(2.0) / std::sqrt(2.0), 1e-12);  // SD of 2, 4
+    EXPECT_DOUBLE_EQ(s.folds[1].mae, 7.0);
+    EXPECT_DOUBLE_EQ(s.folds[1].mean_error, -1.0);
+
+    // 30 months: 2-5 y; 100 and 110: 5-9 y and 9-12 y; 200: 15-19 y.
+    ASSERT_EQ(s.age_bands.size(), 4u);
+    EXPECT_EQ(s.age_bands[0].label, "2-5 y");
+    EXPECT_EQ(s.age_bands[1].label, "5-9 y");
+    EXPECT_DOUBLE_EQ(s.age_bands[1].mae, 4.0);
+    EXPECT_EQ(s.age_bands[2].label, "9-12 y");
+    EXPECT_EQ(s.age_bands[3].label, "15-19 y");
+    EXPECT_EQ(s.age_bands[3].n, 1u);
+    EXPECT_TRUE(std::isnan(s.age_bands[3].mae_se));  // one item has no spread
+
+    ASSERT_EQ(s.sexes.size(), 2u);
+    EXPECT_EQ(s.sexes[0].label, "girls");
+    EXPECT_DOUBLE_EQ(s.sexes[0].mae, 5.0);  // 2 and 8
+    EXPECT_DOUBLE_EQ(s.sexes[0].mean_error, -3.0);
+    EXPECT_EQ(s.sexes[1].label, "boys");
+    EXPECT_DOUBLE_EQ(s.sexes[1].mean_error, 1.0);
+
+    // An id in two folds is no longer out-of-fold.
+    std::vector<std::vector<ItemResult>> twice = parts;
+    twice[1].push_back(item("a", 30, 1, false));
+    EXPECT_THROW(summarise_out_of_fold(twice), UsageError);
+    EXPECT_THROW(summarise_out_of_fold({{}, {}}), UsageError);
+}
+
+TEST(OutOfFold, ReadsTheReportsPredictionsCsv) {
+    test::ScratchDir dir("oof-csv");
+    const fs::path good = dir / "good.csv";
+    write_text(good,
+               "id,true,predicted,male,error,model\n"
+               "1377,180.00,171.500,False,-8.500,fold0\n"
+               "\"a,\"\"b\"\"\",24.00,30.250,True,6.250,fold0\r\n");
+    const std::vector<ItemResult> items = read_predictions_csv(good);
+    ASSERT_EQ(items.size(), 2u);
+    EXPECT_EQ(items[0].id, "1377");
+    EXPECT_DOUBLE_EQ(items[0].true_months, 180.0);
+    EXPECT_DOUBLE_EQ(items[0].predicted_months, 171.5);
+    EXPECT_FALSE(items[0].male);
+    EXPECT_EQ(items[1].id, "a,\"b\"");
+    EXPECT_TRUE(items[1].male);
+    EXPECT_DOUBLE_EQ(items[1].error(), 6.25);
+
+    const fs::path two_models = dir / "two.csv";
+    write_text(two_models,
+               "id,true,predicted,male,error,model\n1,10,11,True,1,a\n2,10,12,True,2,b\n");
+    try {
+        read_predictions_csv(two_models);
+        FAIL() << "two models accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::BadData);
+        EXPECT_NE(std::string(e.what()).find("line 3"), std::string::npos) << e.what();
+    }
+    const fs::path bad_number = dir / "bad.csv";
+    write_text(bad_number, "id,true,predicted,male\n1,ten,11,True\n");
+    EXPECT_THROW(read_predictions_csv(bad_number), Error);
+    const fs::path no_column = dir / "short.csv";
+    write_text(no_column, "id,true,male\n1,10,True\n");
+    EXPECT_THROW(read_predictions_csv(no_column), Error);
+    EXPECT_THROW(read_predictions_csv(dir / "absent.csv"), Error);
+}
+
+TEST(Predictor, GivesTheNetsOwnAnswerAndAHandBoxOnPhantoms) {
     test::ScratchDir dir("predict-phantoms");
     auto phantoms = write_phantom_set(dir.path(), 3, 7);
-    Predictor predictor(tiny_model(dir / "m.bin"));
+    PredictorOptions fp32;
+    fp32.precision = Precision::Fp32;
+    Predictor predictor(tiny_model(dir / "m.bin"), fp32);
     std::vector<fs::path> files;
     for (const Phantom& p : phantoms) files.push_back(dir / (p.label.id + ".png"));
     std::size_t progress_calls = 0;
@@ -128,9 +240,15 @@ TEST(Predictor, GivesFiniteMonthsAndAHandBoxOnPhantoms) {
     for (std::size_t i = 0; i < out.size(); ++i) {
         SCOPED_TRACE(files[i].string());
         EXPECT_EQ(out[i].status, "ok") << out[i].message;
-        EXPECT_TRUE(std::isfinite(out[i].raw_months));
-        EXPECT_GE(out[i].bone_age_months, kMinBoneAgeMonths);
-        EXPECT_LE(out[i].bone_age_months, kMaxBoneAgeMonths);
+        // The network's own forward on the image preprocessed with the model's settings; the
+        // tiny net answers near its label offset (120 months), so nothing is clamped.
+        torch::NoGradGuard no_grad;
+        const cv::Mat prepared =
+            preprocess(read_radiograph(files[i]), predictor.settings()).image.clone();
+        const torch::Tensor image = images_to_tensor({prepared.data}, kSize);
+        const double expected = predictor.model().net->forward(image, {}).item<double>();
+        EXPECT_NEAR(out[i].raw_months, expected, 1e-3);
+        EXPECT_EQ(out[i].bone_age_months, out[i].raw_months);
         EXPECT_EQ(out[i].path, files[i]);
         EXPECT_GT(out[i].hand.box.area(), 0);
         EXPECT_EQ(out[i].width, 512);

@@ -86,7 +86,8 @@ struct EvalSetOptions {
     std::filesystem::path images_dir;   // RSNA layout: images at DIR/<id>.png|jpg|dcm|...
     std::filesystem::path labels_csv;   // id,boneage,male
     std::filesystem::path cache;        // a prepared cache instead of images_dir + labels_csv
-    // Which ids to keep: "all", "val:F" (ids in_validation_split(id, F)), "train:F" (the rest).
+    // Which ids to keep: "all", "val:F" (ids in_validation_split(id, F)), "train:F" (the rest),
+    // "fold:k/K" (ids with fold_of(id, K) == k: a cross-validation fold) or "notfold:k/K".
     std::string split = "all";
     int threads = 0;                    // preprocessing threads (0: one per core)
     std::function<void(std::size_t, std::size_t)> progress;  // (done, total), optional
@@ -100,7 +101,8 @@ struct EvalSetOptions {
 // boneage::Error when the labels or the cache cannot be read, or on a malformed split.
 EvalSet load_eval_set(const EvalSetOptions& options, const PreprocessSettings& settings);
 
-// Parses "all", "val:F" or "train:F" into a predicate on ids. Throws boneage::UsageError.
+// Parses "all", "val:F", "train:F", "fold:k/K" or "notfold:k/K" (2 <= K, 0 <= k < K) into a
+// predicate on ids. Throws boneage::UsageError.
 std::function<bool(const std::string&)> parse_split(const std::string& split);
 
 // ---- evaluation ---------------------------------------------------------------------------
@@ -148,6 +150,41 @@ Evaluation evaluate(Predictor& predictor, const EvalSet& set,
 // MAE per age band (months); bands without items are left out. Pairs of (band, metrics).
 std::vector<std::pair<AgeBand, Metrics>> metrics_by_age_band(
     const std::vector<ItemResult>& items, const std::vector<AgeBand>& bands = default_age_bands());
+
+// ---- cross-validation ---------------------------------------------------------------------
+
+// The errors of one group of predictions (all of them, a fold, an age band, a sex).
+struct GroupErrors {
+    std::string label;        // "all", "fold 2", "5-9 y", "girls", ...
+    std::size_t n = 0;
+    double mae = 0.0;         // months
+    double mae_se = 0.0;      // standard error of the MAE: sample SD of |error| / sqrt(n);
+                              // NaN when n < 2
+    double rmse = 0.0;        // months
+    double mean_error = 0.0;  // mean of predicted - true, months (the bias)
+};
+
+// Out-of-fold errors of a cross-validation: every id predicted once, by the model of the
+// fold that held it out.
+struct OutOfFoldSummary {
+    GroupErrors all;
+    std::vector<GroupErrors> folds;      // one per part, in the order given
+    std::vector<GroupErrors> age_bands;  // default_age_bands(), by true age; empty bands left out
+    std::vector<GroupErrors> sexes;      // "girls", "boys"; an absent sex left out
+};
+
+// The errors of `items` under `label`.
+GroupErrors group_errors(const std::string& label, const std::vector<ItemResult>& items);
+
+// Summarises the parts of a cross-validation, parts[k] the predictions of fold k's model on
+// fold k. Throws boneage::UsageError when there are no predictions or an id occurs twice
+// (within a part or across parts): out-of-fold means one prediction per id.
+OutOfFoldSummary summarise_out_of_fold(const std::vector<std::vector<ItemResult>>& parts);
+
+// Reads the predictions.csv that write_report writes (id,true,predicted,male,error,model),
+// which must hold one model's. Throws boneage::Error (NotFound) when it cannot be read and
+// (BadData, naming the line) on a missing column, a bad number or a second model.
+std::vector<ItemResult> read_predictions_csv(const std::filesystem::path& file);
 
 // ---- report -------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -99,10 +100,17 @@ struct TrainOptions {
     double val_split = 0.15;            // without val_cache: fraction of ids held out, by id hash
     double val_cache_split = 0.0;       // with val_cache: fraction of its ids that validate, by
                                         // the same hash; 0: all of them
+    int folds = 0;                      // cross-validation: with 2 or more, the ids of fold
+    int fold = 0;                       // `fold` (fold_of in dataset.hpp) validate, replacing
+                                        // both splits above, and no id of that fold trains, in
+                                        // either cache; 0 folds: no cross-validation
     std::filesystem::path out;          // model file written at the end (required)
     std::filesystem::path run_dir;      // checkpoints and history.csv; empty: "<out>.run"
     std::filesystem::path init_from;    // model file whose weights start the run (fine-tuning);
                                         // its label scaling is kept; empty: fresh weights
+    bool allow_preprocess_mismatch = false;  // train on caches, or start from a model, made
+                                             // with another preprocessing version than this
+                                             // build's (kPreprocessVersion); refused otherwise
     int epochs = 50;                    // most epochs to run
     int batch_size = 16;                // images per step
     double learning_rate = 0.001;       // Adam (0.01 overshot, 0.0001 was too slow)
@@ -123,6 +131,18 @@ struct TrainOptions {
     int input_size = 0;                 // model input side; 0: the cache's image size
     int steps_per_epoch = 0;            // most steps per epoch; 0: the whole training set
     EarlyStoppingOptions early_stopping;  // monitor, patience, min_delta
+    // For the deep networks; each default leaves the recipe as it was.
+    std::string init_output_bias = "none";  // none: the layer's own initialisation | mean: set so
+                                            // the fresh net's mean prediction on training images
+                                            // is the training mean (fresh weights only)
+    double clip_grad_norm = 0.0;        // rescale the gradients to at most this global L2 norm
+                                        // before each step; 0: no clipping
+    double bn_momentum = 0.1;           // of every batch norm, LibTorch's convention (weight of
+                                        // the newest batch); 0.1 is what they are built with;
+                                        // Keras' 0.99 is 0.01 here
+    std::string input_norm = "none";    // none | dataset: the net subtracts the training
+                                        // cache's pixel mean and divides by its SD (kept in
+                                        // the model's config, so inference does the same)
 };
 
 void to_json(nlohmann::json& j, const TrainOptions& o);
@@ -145,6 +165,9 @@ struct EpochStats {
     double seconds = 0.0;      // wall time of the epoch, validation included
     double lr = 0.0;           // learning rate used
     bool best = false;         // early stopping counted it as an improvement
+    double grad_norm = std::numeric_limits<double>::quiet_NaN();  // with clip_grad_norm:
+                               // median global gradient norm before clipping; NaN without
+    int clipped_steps = 0;     // with clip_grad_norm: steps whose norm was over the limit
 };
 
 void to_json(nlohmann::json& j, const EpochStats& s);

@@ -13,13 +13,48 @@
 #include <atomic>
 #include <cstdlib>
 #include <exception>
+#include <optional>
+#include <utility>
 
 namespace boneage {
+
+namespace {
+
+// "k/K" with 0 <= k < K and K >= 2, or nothing.
+std::optional<std::pair<int, int>> parse_fold(const std::string& text) {
+    const auto slash = text.find('/');
+    if (slash == std::string::npos) return std::nullopt;
+    auto whole = [](const std::string& digits, int& out) {
+        if (digits.empty() || digits.size() > 4 ||
+            digits.find_first_not_of("0123456789") != std::string::npos)
+            return false;
+        out = std::stoi(digits);
+        return true;
+    };
+    int fold = 0, folds = 0;
+    if (!whole(text.substr(0, slash), fold) || !whole(text.substr(slash + 1), folds) ||
+        folds < 2 || fold >= folds)
+        return std::nullopt;
+    return std::make_pair(fold, folds);
+}
+
+}  // namespace
 
 std::function<bool(const std::string&)> parse_split(const std::string& split) {
     if (split.empty() || split == "all") return [](const std::string&) { return true; };
     auto colon = split.find(':');
     std::string side = split.substr(0, colon);
+    if (side == "fold" || side == "notfold") {
+        const auto fold = colon == std::string::npos ? std::nullopt
+                                                     : parse_fold(split.substr(colon + 1));
+        if (!fold)
+            throw UsageError("split '" + split + "' is not '" + side +
+                             ":k/K' with 2 <= K and 0 <= k < K (e.g. fold:0/5)");
+        const bool want_in = side == "fold";
+        return [want_in, k = fold->first, folds = fold->second](const std::string& id) {
+            return (fold_of(id, folds) == k) == want_in;
+        };
+    }
     double fraction = -1;
     if (colon != std::string::npos) {
         const char* text = split.c_str() + colon + 1;
@@ -29,7 +64,8 @@ std::function<bool(const std::string&)> parse_split(const std::string& split) {
     }
     if ((side != "val" && side != "train") || !(fraction > 0 && fraction < 1))
         throw UsageError("split '" + split +
-                         "' is not 'all', 'val:F' or 'train:F' with 0 < F < 1 (e.g. val:0.1)");
+                         "' is not 'all', 'val:F' or 'train:F' with 0 < F < 1 (e.g. val:0.1), "
+                         "'fold:k/K' or 'notfold:k/K'");
     bool want_val = side == "val";
     return [want_val, fraction](const std::string& id) {
         return in_validation_split(id, fraction) == want_val;

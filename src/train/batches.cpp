@@ -1,5 +1,6 @@
 // Splits, epoch order and batch assembly for the trainer.
 #include "train/batches.hpp"
+#include "train/preprocess_checks.hpp"
 
 #include <fmt/format.h>
 
@@ -14,7 +15,30 @@ namespace boneage::detail {
 TrainData open_train_data(const TrainOptions& options) {
     TrainData data;
     data.train = std::make_unique<PreparedCache>(options.train_cache);
-    if (!options.val_cache.empty()) {
+    if (options.folds >= 2) {
+        // Cross-validation: fold membership decides on both sides by the id alone, so a
+        // patient of the fold stays out of training in every cache, whether or not the
+        // validation cache holds it.
+        auto in_fold = [&](const std::string& id) {
+            return fold_of(id, options.folds) == options.fold;
+        };
+        if (!options.val_cache.empty()) {
+            data.val_owned = std::make_unique<PreparedCache>(options.val_cache);
+            data.val = data.val_owned.get();
+            for (std::size_t i = 0; i < data.val->size(); ++i)
+                if (in_fold(data.val->id(i))) data.val_rows.push_back(i);
+            for (std::size_t i = 0; i < data.train->size(); ++i) {
+                if (in_fold(data.train->id(i)))
+                    ++data.excluded;
+                else
+                    data.train_rows.push_back(i);
+            }
+        } else {
+            data.val = data.train.get();
+            for (std::size_t i = 0; i < data.train->size(); ++i)
+                (in_fold(data.train->id(i)) ? data.val_rows : data.train_rows).push_back(i);
+        }
+    } else if (!options.val_cache.empty()) {
         data.val_owned = std::make_unique<PreparedCache>(options.val_cache);
         data.val = data.val_owned.get();
         const double fraction = options.val_cache_split;
@@ -40,6 +64,7 @@ TrainData open_train_data(const TrainOptions& options) {
             (held_out ? data.val_rows : data.train_rows).push_back(i);
         }
     }
+    check_preprocessing(data, options);
     if (data.train_rows.size() < 2)
         throw UsageError(
             fmt::format("{}: {} training images after the validation split; at least 2 are needed",

@@ -24,8 +24,10 @@ struct TrainData {
 
 // Opens the caches of `options` and splits them: a separate val cache (all of it, or its ids
 // in in_validation_split(val_cache_split)), whose ids are then left out of training; or the
-// training cache's ids hashed by in_validation_split(val_split). Throws boneage::Error naming a cache that cannot be read, and
-// boneage::UsageError when no training rows remain.
+// training cache's ids hashed by in_validation_split(val_split). With folds, the ids of the
+// fold validate (from the val cache when there is one) and train in neither cache. Throws
+// boneage::Error naming a cache that cannot be read, and boneage::UsageError when no training
+// rows remain.
 TrainData open_train_data(const TrainOptions& options);
 
 // The row order of `epoch`: a permutation of 0..count-1 that depends only on (seed, epoch).

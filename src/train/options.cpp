@@ -29,7 +29,10 @@ void to_json(nlohmann::json& j, const TrainOptions& o) {
          {"val_cache", o.val_cache.string()},
          {"val_split", o.val_split},
          {"val_cache_split", o.val_cache_split},
+         {"folds", o.folds},
+         {"fold", o.fold},
          {"init_from", o.init_from.string()},
+         {"allow_preprocess_mismatch", o.allow_preprocess_mismatch},
          {"out", o.out.string()},
          {"run_dir", o.run_dir.string()},
          {"epochs", o.epochs},
@@ -53,7 +56,11 @@ void to_json(nlohmann::json& j, const TrainOptions& o) {
          {"threads", o.threads},
          {"input_size", o.input_size},
          {"steps_per_epoch", o.steps_per_epoch},
-         {"early_stopping", o.early_stopping}};
+         {"early_stopping", o.early_stopping},
+         {"init_output_bias", o.init_output_bias},
+         {"clip_grad_norm", o.clip_grad_norm},
+         {"bn_momentum", o.bn_momentum},
+         {"input_norm", o.input_norm}};
 }
 
 void from_json(const nlohmann::json& j, TrainOptions& o) {
@@ -65,7 +72,10 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
     o.val_cache = j.value("val_cache", std::string());
     o.val_split = j.value("val_split", d.val_split);
     o.val_cache_split = j.value("val_cache_split", d.val_cache_split);
+    o.folds = j.value("folds", d.folds);
+    o.fold = j.value("fold", d.fold);
     o.init_from = j.value("init_from", std::string());
+    o.allow_preprocess_mismatch = j.value("allow_preprocess_mismatch", d.allow_preprocess_mismatch);
     o.out = j.value("out", std::string());
     o.run_dir = j.value("run_dir", std::string());
     o.epochs = j.value("epochs", d.epochs);
@@ -94,6 +104,10 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
     o.steps_per_epoch = j.value("steps_per_epoch", d.steps_per_epoch);
     if (j.contains("early_stopping"))
         o.early_stopping = j.at("early_stopping").get<EarlyStoppingOptions>();
+    o.init_output_bias = j.value("init_output_bias", d.init_output_bias);
+    o.clip_grad_norm = j.value("clip_grad_norm", d.clip_grad_norm);
+    o.bn_momentum = j.value("bn_momentum", d.bn_momentum);
+    o.input_norm = j.value("input_norm", d.input_norm);
 }
 
 void validate(const TrainOptions& o) {
@@ -133,11 +147,32 @@ void validate(const TrainOptions& o) {
         throw UsageError(
             fmt::format("unknown weights dtype '{}' (float32 or float16)", o.weights_dtype));
     if (o.threads < 0) throw UsageError(fmt::format("threads must be >= 0, not {}", o.threads));
-    if (o.input_size < 0 || (o.input_size > 0 && o.input_size < 32))
-        throw UsageError(
-            fmt::format("input size must be 0 (the cache's) or at least 32, not {}", o.input_size));
+    // The bounds a model file is held to when it is loaded: a run must not write a file that
+    // cannot be read back.
+    if (o.input_size < 0 || (o.input_size > 0 && (o.input_size < 32 || o.input_size > 1024)))
+        throw UsageError(fmt::format(
+            "input size must be 0 (the cache's) or 32 to 1024, not {}", o.input_size));
     if (o.steps_per_epoch < 0)
         throw UsageError(fmt::format("steps per epoch must be >= 0, not {}", o.steps_per_epoch));
+    if (o.folds != 0 && (o.folds < 2 || o.fold < 0 || o.fold >= o.folds))
+        throw UsageError(fmt::format("fold {} of {}: the folds must be at least 2 and the fold "
+                                     "0 to folds - 1",
+                                     o.fold, o.folds));
+    if (o.folds != 0 && o.val_cache_split > 0.0)
+        throw UsageError("give either a cross-validation fold or val_cache_split, not both");
+    if (o.init_output_bias != "none" && o.init_output_bias != "mean")
+        throw UsageError(
+            fmt::format("unknown init_output_bias '{}' (none or mean)", o.init_output_bias));
+    if (o.init_output_bias == "mean" && !o.init_from.empty())
+        throw UsageError("init_output_bias mean sets up fresh weights; a run that starts from "
+                         "a model file keeps that model's output");
+    if (!(o.clip_grad_norm >= 0.0) || !std::isfinite(o.clip_grad_norm))
+        throw UsageError(
+            fmt::format("clip_grad_norm must be >= 0 (0: off), not {}", o.clip_grad_norm));
+    if (!(o.bn_momentum >= 0.0 && o.bn_momentum <= 1.0))
+        throw UsageError(fmt::format("bn_momentum must be in [0, 1], not {}", o.bn_momentum));
+    if (o.input_norm != "none" && o.input_norm != "dataset")
+        throw UsageError(fmt::format("unknown input_norm '{}' (none or dataset)", o.input_norm));
     const AugmentSettings& a = o.augment_settings;
     if (a.rotation_deg < 0 || a.shift < 0 || a.scale < 0 || a.scale >= 1 || a.contrast < 0 ||
         a.contrast >= 1 || a.brightness < 0)
@@ -164,7 +199,9 @@ void to_json(nlohmann::json& j, const EpochStats& s) {
          {"ms_per_step", s.ms_per_step},
          {"seconds", s.seconds},
          {"lr", s.lr},
-         {"best", s.best}};
+         {"best", s.best},
+         {"grad_norm", number_or_null(s.grad_norm)},
+         {"clipped_steps", s.clipped_steps}};
 }
 
 void from_json(const nlohmann::json& j, EpochStats& s) {
@@ -179,6 +216,8 @@ void from_json(const nlohmann::json& j, EpochStats& s) {
     s.seconds = j.value("seconds", 0.0);
     s.lr = j.value("lr", 0.0);
     s.best = j.value("best", false);
+    s.grad_norm = number_or_nan(j, "grad_norm");
+    s.clipped_steps = j.value("clipped_steps", 0);
 }
 
 }  // namespace boneage

@@ -19,6 +19,9 @@
 
 #include "train/batches.hpp"
 #include "train/checkpoint.hpp"
+#include "train/net_setup.hpp"
+#include "train/preprocess_checks.hpp"
+#include "models/weights.hpp"
 
 namespace boneage {
 
@@ -112,24 +115,15 @@ void use_memory_format(BoneAgeNetImpl& net, const TrainOptions& o) {
 // Fine-tuning: every parameter and buffer of `net` from the model file `file`, which must be
 // of the same architecture, head and use of sex (the input size may differ where the head
 // does not depend on it).
-void copy_weights(const std::filesystem::path& file, const LoadedModel& from,
-                  BoneAgeNetImpl& net) {
-    torch::NoGradGuard no_grad;
-    auto source_params = from.net->named_parameters();
-    auto source_buffers = from.net->named_buffers();
-    auto copy = [&](const std::string& name, torch::Tensor& dst,
-                    const torch::OrderedDict<std::string, torch::Tensor>& source) {
-        const torch::Tensor* src = source.find(name);
-        if (!src || src->sizes() != dst.sizes())
-            throw UsageError(fmt::format(
-                "{}: cannot start from this model: its {} {} (at input size {}; the head "
-                "'gap' does not depend on the size)",
-                file.string(), name, src ? "has another shape" : "is missing",
-                from.meta.config.input_size));
-        dst.copy_(*src);
-    };
-    for (auto& p : net.named_parameters()) copy(p.key(), p.value(), source_params);
-    for (auto& b : net.named_buffers()) copy(b.key(), b.value(), source_buffers);
+void start_from(const std::filesystem::path& file, const LoadedModel& from, BoneAgeNetImpl& net) {
+    try {
+        models::copy_weights(*from.net, net);
+    } catch (const UsageError& e) {
+        throw UsageError(fmt::format(
+            "{}: cannot start from this model: {} (at input size {}; the head 'gap' does not "
+            "depend on the size)",
+            file.string(), e.reason(), from.meta.config.input_size));
+    }
 }
 
 void check_validation(const Run& run) {
@@ -141,16 +135,32 @@ void check_validation(const Run& run) {
                         monitor));
 }
 
+double training_mean(const detail::TrainData& data) {
+    double sum = 0.0;
+    for (std::size_t r : data.train_rows) sum += data.train->age_months(r);
+    return sum / static_cast<double>(data.train_rows.size());
+}
+
 // Months = y * scale + offset: the mean and spread of the training ages, so the fresh linear
 // output starts near the mean.
 void set_label_scaling(ModelConfig& config, const detail::TrainData& data) {
-    double sum = 0.0, sq = 0.0;
-    for (std::size_t r : data.train_rows) sum += data.train->age_months(r);
+    double sq = 0.0;
     const double n = static_cast<double>(data.train_rows.size());
-    const double mean = sum / n;
+    const double mean = training_mean(data);
     for (std::size_t r : data.train_rows) sq += std::pow(data.train->age_months(r) - mean, 2);
     config.label_offset = mean;
     config.label_scale = std::max(1.0, std::sqrt(sq / n));
+}
+
+// The training rows' pixel mean and SD, as the net's first step (model.hpp: normalise_input).
+void set_input_normalisation(ModelConfig& config, const detail::TrainData& data) {
+    const detail::PixelStats s = detail::pixel_stats(*data.train, data.train_rows);
+    if (!(s.sd >= 1e-3))
+        throw UsageError(fmt::format("{}: the training pixels hardly vary (SD {}); they cannot "
+                                     "be normalised",
+                                     data.train->path().string(), s.sd));
+    config.input_mean = s.mean;
+    config.input_std = s.sd;
 }
 
 void write_history_csv(const std::filesystem::path& file, const std::vector<EpochStats>& history) {
@@ -218,7 +228,8 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
     torch::manual_seed(o.seed * 1000 + static_cast<std::uint64_t>(epoch));
     run.net->train();
     double loss_sum = 0.0, abs_sum = 0.0, seen = 0.0;
-    std::vector<double> epoch_ms;
+    std::vector<double> epoch_ms, grad_norms;
+    stats.clipped_steps = 0;
     // The next batch is read and augmented on a worker thread while this step runs; what a
     // batch holds depends only on (seed, epoch, rows), so the overlap changes no result.
     auto load = [&](int step) {
@@ -249,6 +260,12 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         const double loss_value = loss.item<double>();
         if (!std::isfinite(loss_value)) diverged(run, epoch, step, steps, loss_value);
         loss.backward();
+        if (o.clip_grad_norm > 0.0) {
+            const double norm = torch::nn::utils::clip_grad_norm_(run.net->parameters(),
+                                                                  o.clip_grad_norm);
+            grad_norms.push_back(norm);
+            if (norm > o.clip_grad_norm) ++stats.clipped_steps;
+        }
         run.optimizer->step();
 
         const double n = static_cast<double>(b.ages.size(0));
@@ -262,6 +279,7 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
     stats.train_loss = loss_sum / seen;
     stats.train_mae = abs_sum / seen;
     stats.ms_per_step = median(epoch_ms);
+    stats.grad_norm = grad_norms.empty() ? kNaN : median(grad_norms);
 }
 
 void validate_epoch(Run& run, EpochStats& stats) {
@@ -313,6 +331,8 @@ nlohmann::json training_summary(const Run& run, double ms_per_step) {
         {"val_cache",
          o.val_cache.empty() ? nlohmann::json() : nlohmann::json(o.val_cache.string())},
         {"val_count", run.data.val_rows.size()},
+        {"folds", o.folds >= 2 ? nlohmann::json{{"fold", o.fold}, {"of", o.folds}}
+                               : nlohmann::json()},
         {"train_rows_excluded", run.data.excluded},
         {"init_from", o.init_from.empty() ? nlohmann::json() : nlohmann::json(o.init_from.string())},
         {"options", o},
@@ -337,6 +357,7 @@ TrainResult finish(Run& run) {
     r.meta.config = run.net->config();
     r.meta.weights_dtype = run.options.weights_dtype;
     r.meta.preprocess = run.data.train->settings();
+    r.meta.preprocess_version = run.data.train->preprocess_version();  // what the weights saw
     r.meta.training = training_summary(run, r.ms_per_step);
     r.meta.validation = {{"n", run.data.val_rows.size()}};
     if (r.best_epoch > 0 && !run.data.val_rows.empty()) {
@@ -367,6 +388,7 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
     std::optional<LoadedModel> start;
     if (!options.init_from.empty()) {
         start = load_model(options.init_from);
+        detail::check_preprocessing(options.init_from, *start, options);
         const ModelConfig& c = start->meta.config;
         if (c.arch != config.arch || c.head != config.head || c.use_sex != config.use_sex)
             throw UsageError(fmt::format(
@@ -374,15 +396,31 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
                 "with head {}{}",
                 options.init_from.string(), c.arch, c.head, c.use_sex ? " and sex" : "",
                 config.arch, config.head, config.use_sex ? " and sex" : ""));
-        // Its output already speaks in months through its own scaling: keep it.
+        // Its output already speaks in months through its own scaling, and its first layer
+        // expects its own input normalisation: keep both.
         config.label_offset = c.label_offset;
         config.label_scale = c.label_scale;
+        config.input_mean = c.input_mean;
+        config.input_std = c.input_std;
+        if (options.input_norm == "dataset" && c.input_mean == 0.0 && c.input_std == 1.0)
+            throw UsageError(fmt::format(
+                "{}: cannot normalise the input of a run that starts from this model: it was "
+                "trained on unnormalised images (leave out --input-norm; a model trained with "
+                "it passes its normalisation on)",
+                options.init_from.string()));
     } else {
         set_label_scaling(config, run.data);
+        if (options.input_norm == "dataset") set_input_normalisation(config, run.data);
     }
     torch::manual_seed(options.seed);  // the initial weights
     run.net = make_model(config);
-    if (start) copy_weights(options.init_from, *start, *run.net);
+    if (start) start_from(options.init_from, *start, *run.net);
+    detail::set_batchnorm_momentum(*run.net, options.bn_momentum);
+    // After the weights are drawn, and drawing nothing itself: the rest of the run is the
+    // same as without it but for this one bias.
+    if (options.init_output_bias == "mean")
+        detail::set_output_bias_to_mean(*run.net, *run.data.train, run.data.train_rows,
+                                        training_mean(run.data), options.batch_size);
     use_memory_format(*run.net, options);
     run.optimizer = make_optimizer(*run.net, options);
 
@@ -413,6 +451,7 @@ TrainResult resume_training(const std::filesystem::path& run_dir, const ResumeOp
     check_validation(run);
     use_threads(options.threads);
     run.net = make_model(state.config);
+    detail::set_batchnorm_momentum(*run.net, options.bn_momentum);
     run.optimizer = make_optimizer(*run.net, state.options);
     detail::load_checkpoint_tensors(file, *run.net, *run.optimizer, run.best);
     use_memory_format(*run.net, options);

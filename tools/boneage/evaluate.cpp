@@ -24,7 +24,7 @@ struct EvaluateArgs {
     std::string images;                // RSNA-layout image folder
     std::string labels;                // id,boneage,male CSV
     std::string cache;                 // a prepared cache instead of images + labels
-    std::string split = "all";         // all | val:F | train:F
+    std::string split = "all";         // all | val:F | train:F | fold:k/K | notfold:k/K
     std::string format = "text";       // text | json
     std::string report;                // report folder; empty: no report
     int samples = 8;                   // images on the report's sample sheet
@@ -73,7 +73,7 @@ int run_evaluate(const EvaluateArgs& args) {
     std::optional<LoadedModel> first_model;  // the report's sample sheet shows where it looked
     nlohmann::json set_settings;
     for (const std::filesystem::path& file : resolve_models(args.models)) {
-        Predictor predictor(load_model(file), options);
+        Predictor predictor(load_inference_model(file, "evaluate"), options);
         if (!first_model && !args.report.empty()) first_model = predictor.model();
         // Models preprocessed alike share one pass over the images.
         nlohmann::json wanted = predictor.settings();
@@ -137,12 +137,15 @@ const Command evaluate_command{
             ->take_all();
         sub.add_option("--images", args->images, "folder of images named <id>.png|jpg|dcm")
             ->check(CLI::ExistingDirectory);
-        sub.add_option("--labels", args->labels, "labels CSV (id,boneage,male)")
+        sub.add_option("--labels", args->labels,
+                       "labels CSV: id, bone age and sex columns in any order (id,boneage,male "
+                       "as RSNA; README: Labels files)")
             ->check(CLI::ExistingFile);
         sub.add_option("--cache", args->cache, "a prepared cache instead of --images/--labels")
             ->check(CLI::ExistingFile);
         sub.add_option("--split,--ids-split", args->split,
-                       "ids to keep: all, val:F (the validation split of fraction F) or train:F")
+                       "ids to keep: all, val:F (the validation split of fraction F), train:F, "
+                       "fold:k/K (the ids train --fold k/K validates on) or notfold:k/K")
             ->capture_default_str();
         sub.add_option("--format", args->format, "output: text or json (one object per model)")
             ->check(CLI::IsMember({"text", "json"}))

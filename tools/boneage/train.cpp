@@ -20,8 +20,31 @@ struct TrainArgs {
     std::string val_cache;    // --val
     std::string out;          // --out
     std::string run_dir;      // --run-dir
+    std::string fold;         // --fold k/K; empty: no cross-validation
     bool resume = false;      // continue the run in --run-dir from its last checkpoint
 };
+
+// "k/K" into options.fold and options.folds; a usage error for anything else, or beside an
+// explicit split, which a fold replaces.
+void set_fold(TrainOptions& o, const std::string& text, const CLI::App& sub) {
+    const auto slash = text.find('/');
+    auto whole = [](const std::string& digits) {
+        if (digits.empty() || digits.size() > 4 ||
+            digits.find_first_not_of("0123456789") != std::string::npos)
+            return -1;
+        return std::stoi(digits);
+    };
+    const int k = slash == std::string::npos ? -1 : whole(text.substr(0, slash));
+    const int folds = slash == std::string::npos ? -1 : whole(text.substr(slash + 1));
+    if (k < 0 || folds < 2 || k >= folds)
+        throw UsageError(fmt::format(
+            "--fold {}: expected k/K with at least 2 folds and 0 <= k < K (e.g. 0/5)", text));
+    if (sub.count("--val-split") || sub.count("--val-cache-split"))
+        throw UsageError("--fold chooses the validation ids itself: leave out --val-split and "
+                         "--val-cache-split");
+    o.fold = k;
+    o.folds = folds;
+}
 
 std::string metric(double v, const char* format = "{:.2f}") {
     return std::isfinite(v) ? fmt::format(fmt::runtime(format), v) : std::string("-");
@@ -35,6 +58,8 @@ std::string epoch_summary(const EpochStats& s, int epochs) {
     if (std::isfinite(s.val_mae))
         line += fmt::format(" | val loss {}  mae {}  rmse {}", metric(s.val_loss, "{:.4f}"),
                             metric(s.val_mae), metric(s.val_rmse));
+    if (std::isfinite(s.grad_norm))
+        line += fmt::format(" | grad norm {:.3g} ({} clipped)", s.grad_norm, s.clipped_steps);
     line += fmt::format(" | {:.0f} ms/step  {}", s.ms_per_step, format_duration(s.seconds));
     if (s.best) line += "  best";
     return line;
@@ -78,6 +103,7 @@ int run_train(TrainArgs& a, const CLI::App& sub) {
         o.val_cache = a.val_cache;
         o.out = a.out;
         o.run_dir = a.run_dir;
+        if (!a.fold.empty()) set_fold(o, a.fold, sub);
         r = train(o, cb);
     }
     std::string best;
@@ -130,10 +156,18 @@ const Command train_command{
                        "ids that validate never train")
             ->check(CLI::Range(0.0, 0.99))
             ->capture_default_str();
+        sub.add_option("--fold", a->fold,
+                       "Cross-validation fold k/K: the ids of fold k validate (of --val when "
+                       "given) and no id of it trains; replaces --val-split and "
+                       "--val-cache-split");
         sub.add_option("--init-from", o.init_from,
                        "Model file whose weights start the run (fine-tuning; same arch, head "
                        "and use of sex)")
             ->check(CLI::ExistingFile);
+        sub.add_flag("--allow-preprocess-mismatch", o.allow_preprocess_mismatch,
+                     "Train on caches, or start from a model, made with another preprocessing "
+                     "version than this build's (refused by default: the weights would learn "
+                     "images this build no longer makes)");
         sub.add_option("--schedule", o.schedule,
                        "Learning rate: constant | cosine (warm-up, then cosine decay to 0)")
             ->check(CLI::IsMember({"constant", "cosine"}))
@@ -208,6 +242,26 @@ const Command train_command{
         sub.add_option("--steps-per-epoch", o.steps_per_epoch,
                        "Most steps per epoch (0: the whole set)")
             ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--init-output-bias", o.init_output_bias,
+                       "none (the layer's own initialisation) | mean (set so the fresh net's "
+                       "mean prediction on training images is the training mean)")
+            ->check(CLI::IsMember({"none", "mean"}))
+            ->capture_default_str();
+        sub.add_option("--clip-grad-norm", o.clip_grad_norm,
+                       "Rescale the gradients to at most this global L2 norm before each step "
+                       "(0: no clipping)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+        sub.add_option("--bn-momentum", o.bn_momentum,
+                       "Batch-norm momentum, LibTorch's convention: weight of the newest batch "
+                       "in the running statistics (Keras' 0.99 is 0.01 here)")
+            ->check(CLI::Range(0.0, 1.0))
+            ->capture_default_str();
+        sub.add_option("--input-norm", o.input_norm,
+                       "none | dataset (the net subtracts the training pixels' mean and divides "
+                       "by their SD; stored in the model file, so inference does the same)")
+            ->check(CLI::IsMember({"none", "dataset"}))
             ->capture_default_str();
         return [a, &sub] { return run_train(*a, sub); };
     }};
