@@ -46,7 +46,10 @@ int fold_batchnorm(torch::nn::Module& module);
 class FastModel {
 public:
     // Prepares `net` for `precision` (resolved with resolve()). Throws UsageError when net is
-    // null.
+    // null, and boneage::Error (Internal) naming the layer when the net is of an architecture
+    // with a fused trunk (shallow, resnet18, resnet50) but its module tree is not the one the
+    // fused plan mirrors: a layer missing, of another type, or holding weights the plan leaves
+    // out. Such a net never falls back to its own forward unannounced.
     explicit FastModel(const BoneAgeNet& net, Precision precision = Precision::Auto);
     ~FastModel();
     FastModel(FastModel&&) noexcept;
@@ -60,9 +63,9 @@ public:
     Precision precision() const;
 
     // How the net runs: "fused" (the trunk rebuilt from the module tree with folded, packed
-    // convolutions) or "module" (the net's own forward on folded weights, under bf16 autocast
-    // where the precision is bf16); an ensemble runs each member so and says
-    // "ensemble of N: " and the members' modes.
+    // convolutions: shallow, resnet18 and resnet50, always) or "module" (the net's own forward
+    // on folded weights, under bf16 autocast where the precision is bf16: inceptionv4); an
+    // ensemble runs each member so and says "ensemble of N: " and the members' modes.
     const std::string& mode() const;
 
     const ModelConfig& config() const;

@@ -40,14 +40,12 @@ namespace {
 
 void fold_pair(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn) {
     torch::NoGradGuard no_grad;
-    torch::Tensor scale = bn.weight.to(torch::kFloat64) /
-                          (bn.running_var.to(torch::kFloat64) + bn.options.eps()).sqrt();
-    torch::Tensor shift = bn.bias.to(torch::kFloat64) - bn.running_mean.to(torch::kFloat64) * scale;
-    if (conv.bias.defined()) shift += conv.bias.to(torch::kFloat64) * scale;
-    conv.weight.copy_(conv.weight.to(torch::kFloat64) * scale.reshape({-1, 1, 1, 1}));
+    const fast::FoldedConv folded = fast::fold(conv, &bn);
+    conv.weight.copy_(folded.weight);
     if (conv.bias.defined()) conv.bias.zero_();
+    // The batch norm keeps the shift alone: x / sqrt((1 - eps) + eps) * 1 + shift.
     bn.weight.fill_(1.0);
-    bn.bias.copy_(shift);
+    bn.bias.copy_(folded.bias);
     bn.running_mean.zero_();
     bn.running_var.fill_(1.0 - bn.options.eps());
 }
@@ -110,9 +108,12 @@ FastModel::FastModel(const BoneAgeNet& net, Precision precision) : state_(std::m
         s.mode = fmt::format("ensemble of {}: {}", modes.size(), fmt::join(modes, ", "));
         return;
     }
-    s.trunk = fast::make_fused_trunk(*net, s.dtype());
-    if (s.trunk) {
-        s.head.emplace(*net, s.dtype());
+    if (fast::has_fused_trunk(s.config.arch)) {
+        // A module tree the plan does not match throws here, naming the layer: running the
+        // net's own forward instead would change speed and numbers without a word.
+        fast::FusedPlan plan = fast::make_fused_plan(*net, s.dtype());
+        s.trunk = std::move(plan.trunk);
+        s.head = std::move(plan.head);
         s.mode = "fused";
         return;
     }
@@ -141,8 +142,12 @@ torch::Tensor FastModel::infer(const torch::Tensor& images, const torch::Tensor&
         for (std::size_t i = 1; i < s.members.size(); ++i) sum += s.members[i].infer(images, sex);
         return sum / static_cast<double>(s.members.size());
     }
+    // The fused trunk begins at the first convolution, so the net's input normalisation (the
+    // first step of its forward, model.hpp) comes here; the module path's forward does its own.
+    if (s.trunk)
+        return (*s.head)((*s.trunk)(channels_last(normalise_input(s.config, images).to(s.dtype()))),
+                         sex);
     torch::Tensor x = channels_last(images.to(s.dtype()));
-    if (s.trunk) return (*s.head)((*s.trunk)(x), sex);
 
     if (s.precision != Precision::Bf16) return s.net->forward(x, sex).to(torch::kFloat32);
     // The module path has no seam between trunk and head, so autocast runs both in bf16.

@@ -1,7 +1,8 @@
 // Fused trunks for the architectures whose forward is a plain chain of convolutions: the
-// shallow network, ResNet-18 and ResNet-50. Each mirrors the forward() of its architecture file;
-// the fast path tests compare the two on every architecture, so a change there that is not made
-// here fails them.
+// shallow network, ResNet-18 and ResNet-50. Each mirrors the forward() of its architecture file
+// and takes its layers by the names that file registers; make_fused_plan refuses a module tree
+// with a layer missing or left over, and the fast path tests compare the two forwards on every
+// architecture, so a change there that is not made here fails loudly.
 #include "kernels/fused_trunk.hpp"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -9,6 +10,9 @@
 
 #include <boneage/error.hpp>
 #include <boneage/memory_format.hpp>
+
+#include <map>
+#include <set>
 
 #include "kernels/gemv.hpp"
 #include "kernels/residual.hpp"
@@ -33,25 +37,81 @@ const c10::optional<c10::OperatorHandle>& run_op() {
     return op;
 }
 
-template <typename Impl>
-Impl* child(torch::nn::Module& m, const std::string& name) {
-    const auto* found = m.named_children().find(name);
-    return found ? (*found)->as<Impl>() : nullptr;
-}
-
-torch::nn::Module* child_module(torch::nn::Module& m, const std::string& name) {
-    const auto* found = m.named_children().find(name);
-    return found ? found->get() : nullptr;
-}
-
 std::vector<std::int64_t> to_vector(torch::IntArrayRef a) { return {a.begin(), a.end()}; }
 
+// The layers of one net as a plan takes them, by their full names ("layer2.0.conv1"). Each
+// layer taken is remembered, so that once the plan is built every layer holding weights or
+// buffers that it did not take can be named: the net's forward would use it, the plan not.
+class Layers {
+public:
+    Layers(torch::nn::Module& net, std::string arch) : arch_(std::move(arch)) {
+        for (const auto& item : net.named_modules("", /*include_self=*/false))
+            modules_.emplace(item.key(), item.value().get());
+    }
+
+    bool has(const std::string& name) const { return modules_.count(name) > 0; }
+
+    // The layer `name` as an Impl; throws naming it when it is missing or of another type.
+    template <typename Impl>
+    Impl& take(const std::string& name) {
+        auto found = modules_.find(name);
+        if (found == modules_.end())
+            throw mismatch(fmt::format("it has no layer '{}'", name));
+        auto* layer = found->second->as<Impl>();
+        if (!layer)
+            throw mismatch(fmt::format("its layer '{}' is a {}", name, found->second->name()));
+        taken_.insert(name);
+        return *layer;
+    }
+
+    // Throws naming the first layer with weights or buffers of its own that was not taken.
+    void check_all_taken() const {
+        for (const auto& [name, module] : modules_) {
+            const bool holds = !module->parameters(/*recurse=*/false).empty() ||
+                               !module->buffers(/*recurse=*/false).empty();
+            if (holds && !taken_.count(name))
+                throw mismatch(fmt::format("its layer '{}' ({}) has no place in the plan", name,
+                                           module->name()));
+        }
+    }
+
+private:
+    Error mismatch(const std::string& what) const {
+        return Error(ErrorKind::Internal,
+                     fmt::format("the fused inference plan does not match the {} module tree: "
+                                 "{} (src/kernels/fused_trunk.cpp mirrors the architecture's "
+                                 "forward and must change with it)",
+                                 arch_, what));
+    }
+
+    std::string arch_;
+    std::map<std::string, torch::nn::Module*> modules_;
+    std::set<std::string> taken_;
+};
+
+std::string join(const std::string& prefix, const std::string& name) {
+    return prefix.empty() ? name : prefix + "." + name;
+}
+
 }  // namespace
+
+FoldedConv fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl* bn) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor w = conv.weight.detach().to(torch::kFloat64);
+    torch::Tensor b = conv.bias.defined() ? conv.bias.detach().to(torch::kFloat64)
+                                          : torch::zeros({w.size(0)}, torch::kFloat64);
+    if (!bn) return {w, b};
+    // y = (conv(x) + b - mean) * gamma / sqrt(var + eps) + beta.
+    torch::Tensor scale = bn->weight.detach().to(torch::kFloat64) /
+                          (bn->running_var.to(torch::kFloat64) + bn->options.eps()).sqrt();
+    torch::Tensor shift = bn->bias.detach().to(torch::kFloat64);
+    return {w * scale.reshape({-1, 1, 1, 1}),
+            (b - bn->running_mean.to(torch::kFloat64)) * scale + shift};
+}
 
 FusedConv::FusedConv(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* bn, bool relu,
                      torch::ScalarType dtype)
     : relu_(relu) {
-    torch::NoGradGuard no_grad;
     const auto& o = conv.options;
     TORCH_CHECK(o.groups() == 1 && o.dilation()->at(0) == 1 && o.dilation()->at(1) == 1,
                 "fused convolutions take groups 1 and dilation 1");
@@ -59,20 +119,10 @@ FusedConv::FusedConv(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl* bn
                 "fused convolutions take explicit padding");
     stride_ = to_vector(*o.stride());
     padding_ = to_vector(*c10::get<torch::ExpandingArray<2>>(o.padding()));
-    torch::Tensor w = conv.weight.detach().to(torch::kFloat64);
-    torch::Tensor b = conv.bias.defined() ? conv.bias.detach().to(torch::kFloat64)
-                                          : torch::zeros({w.size(0)}, torch::kFloat64);
-    if (bn) {
-        // y = (conv(x) + b - mean) * gamma / sqrt(var + eps) + beta, folded in double.
-        torch::Tensor scale = bn->weight.detach().to(torch::kFloat64) /
-                              (bn->running_var.to(torch::kFloat64) + bn->options.eps()).sqrt();
-        w = w * scale.reshape({-1, 1, 1, 1});
-        b = (b - bn->running_mean.to(torch::kFloat64)) * scale +
-            bn->bias.detach().to(torch::kFloat64);
-    }
-    weight_ = channels_last(w.to(dtype));
+    const FoldedConv folded = fold(conv, bn);
+    weight_ = channels_last(folded.weight.to(dtype));
     // oneDNN adds an fp32 bias to bf16 convolutions; LibTorch's own path wants matching types.
-    bias_ = b.to(prepack_op() ? torch::kFloat32 : dtype);
+    bias_ = folded.bias.to(prepack_op() ? torch::kFloat32 : dtype);
 }
 
 torch::Tensor FusedConv::operator()(const torch::Tensor& x) {
@@ -101,29 +151,23 @@ constexpr std::int64_t kStreamedBytes = 16 << 20;
 
 }  // namespace
 
-// A dense layer, kept off OpenBLAS where it can be: OpenBLAS first copies (packs) the whole
-// weight, 200 MB in ResNet-50's flatten head, and its threads spin on after each call, taking
-// the cores from the next images' convolutions. Small weights stay in cache, so one
-// matrix-vector product per image (models/gemv.hpp) costs little; the large bf16 layer reads
-// its weight once per batch in oneDNN's bf16 matrix product.
+// A dense layer on our own kernel rather than OpenBLAS or oneDNN: OpenBLAS first copies (packs)
+// the whole weight, 200 MB in ResNet-50's flatten head, and its threads spin on after each call,
+// taking the cores from the next images' convolutions; and a library's matrix product blocks a
+// batch otherwise than a single image (oneDNN's bf16 one even rounded its output to bf16), so an
+// image's answer moved with its batch. gemv_rows reads the weight once per batch and sums each
+// image in the order it would alone.
 torch::Tensor FusedHead::Dense::operator()(const torch::Tensor& x) const {
-    if (weight_bf16.defined()) {
-        if (x.size(0) == 1) return gemv(weight_bf16, x[0].to(torch::kBFloat16), bias).unsqueeze(0);
-        return torch::linear(x.to(torch::kBFloat16), weight_bf16).to(torch::kFloat32) + bias;
-    }
-    if (weight.numel() * 4 > kStreamedBytes && x.size(0) > 1) return torch::linear(x, weight, bias);
-    std::vector<torch::Tensor> rows;
-    for (std::int64_t i = 0; i < x.size(0); ++i) rows.push_back(gemv(weight, x[i].contiguous(), bias));
-    return torch::stack(rows);
+    if (weight_bf16.defined()) return gemv_rows(weight_bf16, x.to(torch::kBFloat16), bias);
+    return gemv_rows(weight, x, bias);
 }
 
-FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : config_(net.config()) {
-    torch::nn::Module* head = child_module(net, "head");
-    if (!head) throw Error(ErrorKind::Internal, "the model has no module named head");
-    auto linear = [&](const std::string& name) -> std::optional<Dense> {
-        auto* l = child<torch::nn::LinearImpl>(*head, name);
-        if (!l) return std::nullopt;
-        Dense d{l->weight.detach().contiguous(), l->bias.detach(), {}};
+FusedHead::FusedHead(const ModelConfig& config, const torch::nn::LinearImpl* sex_embedding,
+                     const std::vector<const torch::nn::LinearImpl*>& dense,
+                     const torch::nn::LinearImpl& output, torch::ScalarType trunk_dtype)
+    : config_(config) {
+    auto make = [&](const torch::nn::LinearImpl& l) {
+        Dense d{l.weight.detach().contiguous(), l.bias.detach(), {}};
         if (trunk_dtype == torch::kBFloat16 && bf16_gemv_available() &&
             d.weight.numel() * 4 > kStreamedBytes) {
             d.weight_bf16 = d.weight.to(torch::kBFloat16).contiguous();
@@ -131,15 +175,10 @@ FusedHead::FusedHead(BoneAgeNetImpl& net, torch::ScalarType trunk_dtype) : confi
         }
         return d;
     };
-    if (config_.use_sex) {
-        auto s = linear("sex_embedding");
-        if (!s) throw Error(ErrorKind::Internal, "the head has no sex_embedding");
-        sex_embedding_ = std::make_pair(s->weight, s->bias);
-    }
-    for (int i = 1; auto l = linear(fmt::format("dense{}", i)); ++i) dense_.push_back(*l);
-    auto out = linear("output");
-    if (!out) throw Error(ErrorKind::Internal, "the head has no output layer");
-    output_ = *out;
+    if (sex_embedding) sex_embedding_ = std::make_pair(sex_embedding->weight.detach(),
+                                                       sex_embedding->bias.detach());
+    for (const torch::nn::LinearImpl* l : dense) dense_.push_back(make(*l));
+    output_ = make(output);
 }
 
 torch::Tensor FusedHead::operator()(const torch::Tensor& features, const torch::Tensor& sex) const {
@@ -162,13 +201,11 @@ namespace {
 // Four 3x3 convolutions with ReLU, each followed by 2x2 max pooling (models/shallow.cpp).
 class ShallowTrunk : public FusedTrunk {
 public:
-    ShallowTrunk(BoneAgeNetImpl& net, torch::ScalarType dtype) {
-        for (int i = 1;; ++i) {
-            auto* conv = child<torch::nn::Conv2dImpl>(net, fmt::format("conv{}", i));
-            if (!conv) break;
-            convs_.emplace_back(*conv, nullptr, true, dtype);
-        }
-        if (convs_.empty()) throw Error(ErrorKind::Internal, "shallow net without conv1");
+    ShallowTrunk(Layers& layers, torch::ScalarType dtype) {
+        convs_.emplace_back(layers.take<torch::nn::Conv2dImpl>("conv1"), nullptr, true, dtype);
+        for (int i = 2; layers.has(fmt::format("conv{}", i)); ++i)
+            convs_.emplace_back(layers.take<torch::nn::Conv2dImpl>(fmt::format("conv{}", i)),
+                                nullptr, true, dtype);
     }
     torch::Tensor operator()(const torch::Tensor& images) override {
         torch::Tensor x = images;
@@ -184,25 +221,25 @@ private:
 // whose last convolution is added to the shortcut before the ReLU.
 class ResNetTrunk : public FusedTrunk {
 public:
-    ResNetTrunk(BoneAgeNetImpl& net, torch::ScalarType dtype)
-        : stem_(conv_bn(net, "conv1", "bn1", true, dtype)) {
-        for (int i = 1;; ++i) {
-            torch::nn::Module* layer = child_module(net, fmt::format("layer{}", i));
-            if (!layer) break;
-            for (const auto& item : layer->named_children()) {
-                torch::nn::Module& b = *item.value();
+    ResNetTrunk(Layers& layers, torch::ScalarType dtype)
+        : stem_(conv_bn(layers, "", "conv1", "bn1", true, dtype)) {
+        for (int i = 1; layers.has(fmt::format("layer{}", i)); ++i) {
+            for (int b = 0; layers.has(fmt::format("layer{}.{}", i, b)); ++b) {
+                const std::string block = fmt::format("layer{}.{}", i, b);
                 // conv1..convK with their batch norms, ReLU after all but the last.
-                const int count = child<torch::nn::Conv2dImpl>(b, "conv3") ? 3 : 2;
-                Block block;
+                const int count = layers.has(block + ".conv3") ? 3 : 2;
+                Block fused;
                 for (int k = 1; k <= count; ++k)
-                    block.convs.push_back(conv_bn(b, fmt::format("conv{}", k),
+                    fused.convs.push_back(conv_bn(layers, block, fmt::format("conv{}", k),
                                                   fmt::format("bn{}", k), k < count, dtype));
-                if (torch::nn::Module* ds = child_module(b, "downsample"))
-                    block.downsample = conv_bn(*ds, "0", "1", false, dtype);
-                blocks_.push_back(std::move(block));
+                if (layers.has(block + ".downsample"))
+                    fused.downsample =
+                        conv_bn(layers, block + ".downsample", "0", "1", false, dtype);
+                blocks_.push_back(std::move(fused));
             }
         }
-        if (blocks_.empty()) throw Error(ErrorKind::Internal, "resnet without layer1");
+        // A tree without blocks is named here rather than fused into a stem alone.
+        if (blocks_.empty()) layers.take<torch::nn::Conv2dImpl>("layer1.0.conv1");
     }
     torch::Tensor operator()(const torch::Tensor& images) override {
         torch::Tensor x = torch::max_pool2d(stem_(images), 3, 2, 1);
@@ -219,30 +256,47 @@ private:
         std::vector<FusedConv> convs;  // 2 in a basic block, 3 in a bottleneck
         std::optional<FusedConv> downsample;
     };
-    static FusedConv conv_bn(torch::nn::Module& m, const std::string& conv, const std::string& bn,
-                             bool relu, torch::ScalarType dtype) {
-        auto* c = child<torch::nn::Conv2dImpl>(m, conv);
-        auto* n = child<torch::nn::BatchNorm2dImpl>(m, bn);
-        if (!c || !n)
-            throw Error(ErrorKind::Internal, fmt::format("expected {} and {} in {}", conv, bn, m.name()));
-        return FusedConv(*c, n, relu, dtype);
+    static FusedConv conv_bn(Layers& layers, const std::string& prefix, const std::string& conv,
+                             const std::string& bn, bool relu, torch::ScalarType dtype) {
+        return FusedConv(layers.take<torch::nn::Conv2dImpl>(join(prefix, conv)),
+                         &layers.take<torch::nn::BatchNorm2dImpl>(join(prefix, bn)), relu, dtype);
     }
 
     FusedConv stem_;
     std::vector<Block> blocks_;
 };
 
+// The regression head (models/head.hpp): sex embedding where the model uses sex, dense1..denseN,
+// dropout (nothing to do in evaluation) and the output layer.
+FusedHead make_head(BoneAgeNetImpl& net, Layers& layers, torch::ScalarType dtype) {
+    const torch::nn::LinearImpl* sex = nullptr;
+    if (net.config().use_sex) sex = &layers.take<torch::nn::LinearImpl>("head.sex_embedding");
+    std::vector<const torch::nn::LinearImpl*> dense;
+    for (int i = 1; layers.has(fmt::format("head.dense{}", i)); ++i)
+        dense.push_back(&layers.take<torch::nn::LinearImpl>(fmt::format("head.dense{}", i)));
+    return FusedHead(net.config(), sex, dense, layers.take<torch::nn::LinearImpl>("head.output"),
+                     dtype);
+}
+
 }  // namespace
 
-std::unique_ptr<FusedTrunk> make_fused_trunk(BoneAgeNetImpl& net, torch::ScalarType dtype) {
-    try {
-        if (net.config().arch == "shallow") return std::make_unique<ShallowTrunk>(net, dtype);
-        if (net.config().arch == "resnet18" || net.config().arch == "resnet50")
-            return std::make_unique<ResNetTrunk>(net, dtype);
-    } catch (const std::exception&) {
-        // A module tree other than the expected one: the caller runs the net's own forward.
-    }
-    return nullptr;
+bool has_fused_trunk(const std::string& arch) {
+    return arch == "shallow" || arch == "resnet18" || arch == "resnet50";
+}
+
+FusedPlan make_fused_plan(BoneAgeNetImpl& net, torch::ScalarType dtype) {
+    const std::string& arch = net.config().arch;
+    if (!has_fused_trunk(arch))
+        throw Error(ErrorKind::Internal, fmt::format("{} has no fused trunk", arch));
+    Layers layers(net, arch);
+    FusedPlan plan;
+    if (arch == "shallow")
+        plan.trunk = std::make_unique<ShallowTrunk>(layers, dtype);
+    else
+        plan.trunk = std::make_unique<ResNetTrunk>(layers, dtype);
+    plan.head.emplace(make_head(net, layers, dtype));
+    layers.check_all_taken();
+    return plan;
 }
 
 }  // namespace boneage::fast
