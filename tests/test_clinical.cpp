@@ -538,3 +538,41 @@ TEST(ClinicalCli, DicomSrIsWrittenForDicomInputsOnly) {
     back.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, study);
     EXPECT_EQ(std::string(study.c_str()), girl_identity().study_instance_uid);
 }
+
+TEST(ClinicalCli, FhirAndDicomSrNameTheModelHashBuildPrecisionAndCrop) {
+    CliInputs in;
+    std::string sha;
+    ASSERT_EQ(run_command("sha256sum " + q(in.model), &sha), 0);
+    sha = sha.substr(0, 64);
+    std::string out;
+    ASSERT_EQ(run_cli("predict --format fhir --model " + q(in.model) + " " + q(in.hand.dcm), &out,
+                      in.dir.path()),
+              0)
+        << out;
+    const json obs = json::parse(out);
+    EXPECT_TRUE(observation_problems(obs).empty()) << joined(observation_problems(obs));
+    std::string notes;
+    for (const json& n : obs.value("note", json::array()))
+        notes += n["text"].get<std::string>() + "\n";
+    for (const std::string& part : {sha, std::string("tiny.bin"), std::string("shallow-"),
+                                    std::string("crop threshold"),
+                                    std::string("research use, not a medical device")})
+        EXPECT_NE(notes.find(part), std::string::npos) << part << " not in:\n" << notes;
+    EXPECT_TRUE(notes.find("fp32") != std::string::npos || notes.find("bf16") != std::string::npos)
+        << notes;
+
+    const fs::path reports = in.dir / "reports";
+    ASSERT_EQ(run_cli("predict --dicom-sr " + q(reports) + " --model " + q(in.model) + " " +
+                          q(in.hand.dcm),
+                      &out, in.dir.path()),
+              0)
+        << out << read_text(in.dir / "stderr.txt");
+    if (run_command("command -v dsrdump") != 0)
+        GTEST_SKIP() << "dsrdump (Debian package dcmtk) is not installed; content not checked";
+    std::string dump;
+    ASSERT_EQ(run_command("dsrdump +Pu +Pl " + q(reports / "hand.sr.dcm"), &dump), 0) << dump;
+    for (const std::string& part : {sha, std::string("Model file SHA-256"),
+                                    std::string("shallow-"), std::string("Crop method"),
+                                    std::string("Numeric precision"), std::string("Build commit")})
+        EXPECT_NE(dump.find(part), std::string::npos) << part << " not in:\n" << dump;
+}

@@ -1,8 +1,10 @@
 // Labels, the validation split, prepare_dataset and the prepared cache.
 #include "support.hpp"
 
+#include "cache_support.hpp"
 #include "data/cache_format.hpp"
 
+#include <boneage/build_info.hpp>
 #include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
@@ -134,6 +136,153 @@ TEST(Labels, MissingColumnOrFileIsAnError) {
     write_text(dir / "empty.csv", "");
     EXPECT_EQ(kind_of([&] { read_labels(dir / "empty.csv"); }), ErrorKind::BadData);
     EXPECT_EQ(kind_of([&] { read_labels(dir / "absent.csv"); }), ErrorKind::NotFound);
+}
+
+// Runs `fn`, expecting a boneage::Error of kind BadData about `file`; returns its reason.
+std::string bad_data_reason(const fs::path& file, const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::BadData) << e.what();
+        EXPECT_EQ(e.file(), file) << e.what();
+        return e.reason();
+    }
+    ADD_FAILURE() << "no boneage::Error thrown for " << file;
+    return {};
+}
+
+TEST(Labels, TakesBoneAgeNotChronologicalAgeWhenBothAreThere) {
+    ScratchDir dir("labels-age");
+    write_text(dir / "l.csv", "id,age,boneage,male\n1,150,132,True\n2,60,80,False\n");
+    Labels labels = read_labels(dir / "l.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_DOUBLE_EQ(labels.rows[0].age_months, 132.0);
+    EXPECT_DOUBLE_EQ(labels.rows[1].age_months, 80.0);
+}
+
+TEST(Labels, RefusesAnAgeColumnAsTheBoneAge) {
+    ScratchDir dir("labels-age-only");
+    write_text(dir / "l.csv", "id,age,male\n1,150,True\n");
+    std::string reason = bad_data_reason(dir / "l.csv", [&] { read_labels(dir / "l.csv"); });
+    EXPECT_NE(reason.find("no bone age column"), std::string::npos) << reason;
+    EXPECT_NE(reason.find("'age'"), std::string::npos) << reason;  // says why it was not taken
+    EXPECT_NE(reason.find("boneage"), std::string::npos) << reason;
+}
+
+TEST(Labels, RefusesAHeaderWhereTwoColumnsCouldBeTheSameField) {
+    ScratchDir dir("labels-ambiguous");
+    struct Case { const char* header; const char* first; const char* second; };
+    Case cases[] = {
+        {"id,boneage,Ground truth bone age (Months),male", "boneage",
+         "Ground truth bone age (Months)"},
+        {"id,Bone Age,bone_age,male", "Bone Age", "bone_age"},
+        {"id,boneage,male,Sex", "male", "Sex"},
+        {"id,Case ID,boneage,male", "id", "Case ID"},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.header);
+        write_text(dir / "l.csv", std::string(c.header) + "\n1,100,True,M\n");
+        std::string reason = bad_data_reason(dir / "l.csv", [&] { read_labels(dir / "l.csv"); });
+        EXPECT_EQ(reason.rfind("line 1: ", 0), 0u) << reason;
+        EXPECT_NE(reason.find(std::string("'") + c.first + "'"), std::string::npos) << reason;
+        EXPECT_NE(reason.find(std::string("'") + c.second + "'"), std::string::npos) << reason;
+    }
+}
+
+TEST(Labels, ReadsTheRsnaTestSetHeader) {
+    ScratchDir dir("labels-rsna-test");
+    write_text(dir / "l.csv",
+               "Case ID,Sex,Ground truth bone age (Months)\n4360,M,168.93\n4361,F,6\n");
+    Labels labels = read_labels(dir / "l.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_EQ(labels.rows[0].id, "4360");
+    EXPECT_TRUE(labels.rows[0].male);
+    EXPECT_DOUBLE_EQ(labels.rows[0].age_months, 168.93);
+    EXPECT_FALSE(labels.rows[1].male);
+}
+
+// Datasets code sex as 1 for female as often as for male: a `sex` column says it in letters.
+TEST(Labels, SexColumnTakesLettersOrWordsNeverNumbers) {
+    ScratchDir dir("labels-sex");
+    write_text(dir / "l.csv",
+               "id,boneage,sex\n1,100,M\n2,100,f\n3,100,Female\n4,100,MALE\n5,100,1\n"
+               "6,100,0\n7,100,True\n");
+    Labels labels = read_labels(dir / "l.csv");
+    ASSERT_EQ(labels.rows.size(), 4u);
+    EXPECT_TRUE(labels.rows[0].male);
+    EXPECT_FALSE(labels.rows[1].male);
+    EXPECT_FALSE(labels.rows[2].male);
+    EXPECT_TRUE(labels.rows[3].male);
+    ASSERT_EQ(labels.rejected.size(), 3u);
+    for (const RejectedRow& r : labels.rejected) {
+        EXPECT_NE(r.reason.find("sex"), std::string::npos) << r.reason;
+        EXPECT_NE(r.reason.find("M, F, male or female"), std::string::npos) << r.reason;
+    }
+    EXPECT_EQ(labels.rejected[0].id, "5");
+}
+
+TEST(Labels, MaleColumnIsTrueOrFalseNeverALetter) {
+    ScratchDir dir("labels-male");
+    // "F" in a column named male could be False as well as female.
+    write_text(dir / "l.csv", "id,boneage,male\n1,100,True\n2,100,0\n3,100,F\n4,100,M\n");
+    Labels labels = read_labels(dir / "l.csv");
+    ASSERT_EQ(labels.rows.size(), 2u);
+    EXPECT_TRUE(labels.rows[0].male);
+    EXPECT_FALSE(labels.rows[1].male);
+    ASSERT_EQ(labels.rejected.size(), 2u);
+    EXPECT_NE(labels.rejected[0].reason.find("True, False, 1 or 0"), std::string::npos)
+        << labels.rejected[0].reason;
+}
+
+TEST(Labels, ReadsTheRealRsnaLabelFilesWhole) {
+    auto rsna = test::rsna_dev_dir();
+    if (!rsna) GTEST_SKIP() << "../shared/data/rsna-dev is absent";
+    for (const char* name : {"labels.csv", "thumbs100.csv"}) {
+        SCOPED_TRACE(name);
+        Labels labels = read_labels(*rsna / name);
+        EXPECT_GT(labels.rows.size(), 999u);
+        EXPECT_TRUE(labels.rejected.empty()) << labels.rejected.front().reason;
+    }
+}
+
+TEST(Sex, TakesLettersAndWordsInAnyCaseNeverNumbers) {
+    for (const char* male : {"M", "m", "male", "MALE", " Male "}) EXPECT_EQ(parse_sex(male), true) << male;
+    for (const char* female : {"F", "f", "female", "Female"})
+        EXPECT_EQ(parse_sex(female), false) << female;
+    for (const char* other : {"", "1", "0", "true", "x", "mf"})
+        EXPECT_FALSE(parse_sex(other).has_value()) << other;
+}
+
+// ---- manifests ----
+
+TEST(Manifest, ReadsEachInputsSexAndAgeWithPathsFromItsFolder) {
+    ScratchDir dir("manifest");
+    fs::create_directories(dir / "lists");
+    write_text(dir / "lists" / "m.csv",
+               "chronological_age,Path,sex\n96,a.png,M\n,../b.png,\n12.5,/abs/c.png,female\n");
+    std::vector<ManifestRow> rows = read_manifest(dir / "lists" / "m.csv");
+    ASSERT_EQ(rows.size(), 3u);
+    EXPECT_EQ(rows[0].path, dir / "lists" / "a.png");
+    EXPECT_EQ(rows[0].male, true);
+    EXPECT_EQ(rows[0].chronological_age_months, 96.0);
+    EXPECT_EQ(rows[0].line, 2);
+    EXPECT_EQ(rows[1].path, dir / "b.png");
+    EXPECT_FALSE(rows[1].male.has_value());
+    EXPECT_FALSE(rows[1].chronological_age_months.has_value());
+    EXPECT_EQ(rows[2].path, fs::path("/abs/c.png"));
+    EXPECT_EQ(rows[2].male, false);
+    EXPECT_EQ(rows[2].chronological_age_months, 12.5);
+}
+
+TEST(Manifest, RefusesADoubledColumnAndABadRowNamingTheLine) {
+    ScratchDir dir("manifest-bad");
+    write_text(dir / "m.csv", "path,sex,Sex\na.png,M,M\n");
+    std::string reason = bad_data_reason(dir / "m.csv", [&] { read_manifest(dir / "m.csv"); });
+    EXPECT_NE(reason.find("'sex' and 'Sex'"), std::string::npos) << reason;
+    write_text(dir / "m.csv", "path,sex\na.png,M\nb.png,2\n");
+    reason = bad_data_reason(dir / "m.csv", [&] { read_manifest(dir / "m.csv"); });
+    EXPECT_EQ(reason.rfind("line 3: sex '2'", 0), 0u) << reason;
+    EXPECT_EQ(kind_of([&] { read_manifest(dir / "absent.csv"); }), ErrorKind::NotFound);
 }
 
 // ---- images and the split ----
@@ -374,6 +523,45 @@ TEST_F(PrepareTest, WritesTheDocumentedPreambleBytes) {
     const std::size_t header = p[20] | p[21] << 8 | p[22] << 16 | std::size_t(p[23]) << 24;
     EXPECT_EQ(bytes[24], '{');
     EXPECT_EQ(bytes.size(), cache_format::pixel_offset(header) + 12u * 32u * 32u);
+}
+
+TEST_F(PrepareTest, CacheRecordsThePreprocessVersionAndTheBuildThatWroteIt) {
+    ScratchDir out("prepare-meaning");
+    PrepareOptions o = options(out / "set.bin");
+    o.settings.output_size = 32;
+    prepare_dataset(o);
+    const PreparedCache cache(out / "set.bin");
+    EXPECT_EQ(cache.preprocess_version(), kPreprocessVersion);
+    EXPECT_EQ(cache.build_commit(), std::string(build_commit()));
+    nlohmann::json header;
+    test::edit_cache_header(out / "set.bin", [&](nlohmann::json& h) { header = h; });
+    EXPECT_EQ(header["preprocess_version"], kPreprocessVersion) << header.dump();
+    EXPECT_EQ(header["build_commit"], build_commit()) << header.dump();
+}
+
+TEST_F(PrepareTest, ACacheFromBeforeTheVersionWasRecordedReadsAsVersionOne) {
+    ScratchDir out("prepare-old");
+    PrepareOptions o = options(out / "old.bin");
+    o.settings.output_size = 32;
+    prepare_dataset(o);
+    test::edit_cache_header(out / "old.bin", [](nlohmann::json& h) {
+        h.erase("preprocess_version");
+        h.erase("build_commit");
+    });
+    const PreparedCache cache(out / "old.bin");
+    EXPECT_EQ(cache.preprocess_version(), 1);
+    EXPECT_EQ(cache.build_commit(), "unknown");
+    EXPECT_EQ(cache.size(), 12u);
+
+    test::edit_cache_header(out / "old.bin",
+                            [](nlohmann::json& h) { h["preprocess_version"] = 0; });
+    try {
+        PreparedCache bad(out / "old.bin");
+        ADD_FAILURE() << "version 0 accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::BadData);
+        EXPECT_NE(e.reason().find("preprocess_version 0"), std::string::npos) << e.reason();
+    }
 }
 
 }  // namespace

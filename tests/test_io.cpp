@@ -17,6 +17,7 @@
 #include <functional>
 #include <opencv2/imgcodecs.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support.hpp"
@@ -291,7 +292,7 @@ TEST(ReadRadiograph, RgbaIgnoresAlpha) {
 
 TEST(ReadRadiograph, PalettePngIsLookedUp) {
     ScratchDir dir("io");
-    const cv::Mat indices = ramp8(40, 30);
+    const cv::Mat indices = ramp8(40, 32);
     write_file(dir / "palette.png", palette_png(indices));
     const auto r = boneage::read_radiograph(dir / "palette.png");
     cv::Mat expected;
@@ -315,7 +316,7 @@ TEST(ReadRadiograph, JpegIsCloseToWhatWasWritten) {
 
 TEST(ReadRadiograph, BmpReadsBackExactly) {
     ScratchDir dir("io");
-    const cv::Mat grey = ramp8(61, 17);  // odd width: rows are padded to 4 bytes
+    const cv::Mat grey = ramp8(61, 37);  // odd width: rows are padded to 4 bytes
     boneage::write_image(dir / "grey.bmp", grey);
     cv::Mat colour;
     cv::merge(std::vector<cv::Mat>{grey, grey, grey}, colour);
@@ -339,7 +340,7 @@ TEST(ReadRadiograph, Tiff16BitReadsBackExactly) {
 
 TEST(ReadRadiograph, WhiteIsZeroTiffComesOutWithBoneBright) {
     ScratchDir dir("io");
-    for (const cv::Mat& grey : {ramp8(33, 9), ramp16(33, 9)}) {
+    for (const cv::Mat& grey : {ramp8(33, 35), ramp16(33, 35)}) {
         cv::Mat stored;
         cv::bitwise_not(grey, stored);
         write_file(dir / "white-is-zero.tif", grey_tiff(stored, 0));
@@ -389,7 +390,7 @@ TEST(ReadRadiograph, DicomRoundTripsBothDepths) {
 
 TEST(ReadRadiograph, DicomOfAnImageRegionRoundTrips) {
     ScratchDir dir("io");
-    const cv::Mat region = ramp16(80, 60)(cv::Rect(3, 5, 41, 29));  // rows not contiguous
+    const cv::Mat region = ramp16(80, 60)(cv::Rect(3, 5, 41, 33));  // rows not contiguous
     boneage::write_dicom(dir / "region.dcm", region);
     EXPECT_EQ(max_difference(boneage::read_radiograph(dir / "region.dcm").pixels, region), 0);
 }
@@ -482,7 +483,10 @@ TEST(ReadRadiograph, DicomWindowAppliesAfterRescale) {
         ds.putAndInsertString(DCM_WindowCenter, "1000");
         ds.putAndInsertString(DCM_WindowWidth, "2000");
     });
-    const cv::Mat p = boneage::read_radiograph(file).pixels;
+    boneage::ReadLimits one_row;  // a row of values, not a radiograph
+    one_row.min_side = 1;
+    one_row.max_aspect = stored.cols;
+    const cv::Mat p = boneage::read_radiograph(file, one_row).pixels;
     ASSERT_EQ(p.type(), CV_16UC1);
     EXPECT_EQ(p.at<std::uint16_t>(0, 100), 0);
     EXPECT_EQ(p.at<std::uint16_t>(0, 499), 0);
@@ -612,15 +616,52 @@ TEST(ReadRadiographErrors, HugeHeaderIsRefusedBeforeDecoding) {
 
 TEST(ReadRadiographErrors, LimitsAreTheCallers) {
     ScratchDir dir("io");
-    boneage::write_image(dir / "wide.png", ramp8(200, 10));
+    boneage::write_image(dir / "wide.png", ramp8(200, 40));
     boneage::ReadLimits narrow;
     narrow.max_side = 100;
     EXPECT_EQ(kind_of(dir / "wide.png", narrow), ErrorKind::TooLarge);
     boneage::ReadLimits few;
-    few.max_pixels = 1999;
+    few.max_pixels = 7999;
     EXPECT_EQ(kind_of(dir / "wide.png", few), ErrorKind::TooLarge);
-    few.max_pixels = 2000;
+    few.max_pixels = 8000;
     EXPECT_NO_THROW(boneage::read_radiograph(dir / "wide.png", few));
+}
+
+// Smaller or narrower than any radiograph: refused on read, as one line naming the file, so
+// no later step meets an image it cannot work on.
+TEST(ReadRadiographErrors, TinyAndStripImagesAreRefusedOnRead) {
+    ScratchDir dir("io");
+    boneage::write_image(dir / "dot.png", cv::Mat(1, 1, CV_8UC1, cv::Scalar(128)));
+    boneage::write_image(dir / "strip.png", ramp8(3000, 2));
+    boneage::write_image(dir / "narrow.png", ramp8(40, 600));  // both sides fine, 15:1
+    boneage::write_dicom(dir / "dot.dcm", cv::Mat(1, 1, CV_16UC1, cv::Scalar(900)));
+    const std::pair<const char*, const char*> cases[] = {{"dot.png", "1 x 1"},
+                                                          {"strip.png", "at least 32"},
+                                                          {"narrow.png", "15"},
+                                                          {"dot.dcm", "1 x 1"}};
+    for (const auto& [name, reason_part] : cases) {
+        SCOPED_TRACE(name);
+        try {
+            boneage::read_radiograph(dir / name);
+            ADD_FAILURE() << name << " was read";
+        } catch (const boneage::Error& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::Unsupported) << e.what();
+            EXPECT_EQ(e.file(), dir / name);
+            EXPECT_NE(e.reason().find(reason_part), std::string::npos) << e.reason();
+            EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+        }
+    }
+
+    // At the limits, and past them for a caller that lowers them.
+    boneage::write_image(dir / "square.png", ramp8(32, 32));
+    boneage::write_image(dir / "wide.png", ramp8(320, 32));
+    EXPECT_NO_THROW(boneage::read_radiograph(dir / "square.png"));
+    EXPECT_NO_THROW(boneage::read_radiograph(dir / "wide.png"));
+    boneage::ReadLimits any;
+    any.min_side = 1;
+    any.max_aspect = 3000;
+    EXPECT_NO_THROW(boneage::read_radiograph(dir / "dot.png", any));
+    EXPECT_NO_THROW(boneage::read_radiograph(dir / "strip.png", any));
 }
 
 TEST(ReadRadiographErrors, DicomWithoutPixelData) {

@@ -7,7 +7,9 @@
 // The report keeps the input's patient, StudyInstanceUID and accession number, starts a new
 // series, lists the input image as current requested procedure evidence and holds: the bone
 // age (NUM, UCUM "mo") inferred from the image (IMAGE), the chronological age, the Z-score,
-// the reference SD and the interpretation when known, and the model's name and version (TEXT).
+// the reference SD and the interpretation when known, the model's name and version (TEXT), and
+// the rest of Prediction::provenance (model file SHA-256, preprocessing version, crop method,
+// precision, build commit) with a comment that it is for research use, not a medical device.
 #pragma once
 
 #include <boneage/predict.hpp>

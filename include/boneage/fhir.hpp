@@ -8,7 +8,8 @@
 // LOINC 37362-1, valueQuantity in UCUM months, components for the chronological age, the
 // Z-score and the reference SD, interpretation L/N/H. A rejected or failed input: status
 // "cancelled", no value, dataAbsentReason ("not-applicable" or "error") and the reason in a
-// note. docs/CLINICAL.md lists every element.
+// note. Every Observation's last note says where the result came from (Prediction::provenance)
+// and that it is for research use, not a medical device. docs/CLINICAL.md lists every element.
 #pragma once
 
 #include <boneage/predict.hpp>

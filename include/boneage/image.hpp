@@ -23,6 +23,10 @@ namespace boneage {
 struct ReadLimits {
     std::int64_t max_pixels = 100'000'000;  // width x height; a 1500x2000 film is 3 M
     int max_side = 30'000;                  // longest side in pixels
+    // No hand radiograph is smaller or narrower than these (a 100 px thumbnail is the smallest
+    // the project reads); an image that is would reach preprocessing only to fail inside it.
+    int min_side = 32;                      // shortest side in pixels
+    double max_aspect = 10.0;               // longer side over shorter
 };
 
 // Who and what a DICOM image belongs to, as its header says; empty strings where it says
@@ -65,7 +69,8 @@ struct Radiograph {
 };
 
 // Reads a radiograph. Throws boneage::Error naming the file and the reason (ErrorKind tells
-// NotFound, Empty, NotAnImage, Truncated, TooLarge, Unsupported, NoPixelData).
+// NotFound, Empty, NotAnImage, Truncated, TooLarge, Unsupported, NoPixelData); an image
+// smaller or narrower than `limits` allow is Unsupported, refused from its header.
 Radiograph read_radiograph(const std::filesystem::path& file, const ReadLimits& limits = {});
 
 // Converts a grey image of either depth to 8 bits, stretching 16-bit data over its own range.

@@ -31,6 +31,11 @@ struct ModelConfig {
     // freshly initialised head starts near the training mean; train sets both from its data.
     double label_offset = 0.0;
     double label_scale = 1.0;
+    // The net's first step: images become (x - input_mean) / input_std (x in [0, 1]); train's
+    // --input-norm dataset sets them from the training pixels. The defaults, 0 and 1, leave the
+    // images as they are; files that predate the fields omit them and so read as the defaults.
+    double input_mean = 0.0;
+    double input_std = 1.0;
     std::vector<ModelConfig> members;  // an ensemble's; empty for every other arch
 };
 
@@ -87,6 +92,11 @@ torch::Tensor images_to_tensor(const std::vector<const std::uint8_t*>& images, i
 // the same. Returns the batch unchanged when S == size.
 torch::Tensor resize_batch(const torch::Tensor& images, int size);
 
+// The input normalisation of `config` applied to images N x 1 x S x S in [0, 1]: the images
+// themselves when it is the identity (mean 0, SD 1). Every architecture's forward() and
+// features() begin with it, and the fused inference path applies it before its trunk.
+torch::Tensor normalise_input(const ModelConfig& config, const torch::Tensor& images);
+
 // Everything a model file records beside the weights.
 struct ModelMetadata {
     ModelConfig config;
@@ -99,15 +109,30 @@ struct ModelMetadata {
     // statistics stay float32. Whatever it is, load_model returns a float32 net; a file without
     // the field is float32.
     std::string weights_dtype = "float32";
+    // The preprocessing version (kPreprocessVersion, preprocess.hpp) of the images the weights
+    // were trained on. A file written before it was recorded reads as 1.
+    int preprocess_version = kPreprocessVersion;
+    // The model's own version: its architecture and the first 12 hex digits of the SHA-256 of
+    // its stored weights ("resnet18-3f2a9c1b7d4e"), so equal versions mean equal weights.
+    // save_model records it, working it out afresh whatever is set here; load_model reads it,
+    // and works it out the same way for a file written before it was recorded.
+    std::string model_version;
+    // The commit of the build that wrote the file (build_info.hpp): save_model records this
+    // build's; load_model reads the file's, "unknown" for a file written before it was recorded.
+    std::string build_commit;
 };
 
 struct LoadedModel {
     BoneAgeNet net;
     ModelMetadata meta;
+    std::filesystem::path file;  // the file load_model read; empty for a model made in memory
+    std::string sha256;          // that file's SHA-256 (64 hex digits), computed as it was read
 };
 
 // One file: "BONEAGE-MODEL\0\0\0" (16 bytes), u32 format version, u64 metadata length,
 // metadata JSON, then the LibTorch archive of the weights and buffers. Written atomically.
+// Besides `meta` the metadata records model_version (worked out from the weights written) and
+// build_commit (this build's), each under its own name.
 // Saving a loaded float32 or float16 model again gives the same bytes (an int8 one, weights
 // within one int8 step of the first). The parameters are stored in meta.weights_dtype; throws
 // boneage::Error (BadModel) naming the file when that is not "float32", "float16" or "int8",
@@ -117,7 +142,14 @@ void save_model(const std::filesystem::path& file, const BoneAgeNet& net, const 
 
 // Throws boneage::Error (BadModel) naming the file when it is not a boneage model, is of
 // another format version, is truncated, names an unknown weights dtype, or its weights do not
-// match its architecture. The net is float32 whatever the file's weights dtype.
+// match its architecture or are not finite; and, before the weights are read or the network
+// is built, when a metadata key is missing (every key of config and preprocess; training,
+// validation and weights_dtype may be absent) or out of bounds (input and letterbox sizes
+// 32 to 1024, label offset within +-1200 months, label scale in (0, 1200], 1 to 16 members
+// for an ensemble), naming the field ("config.members[1].input_size"). Every reason is one
+// line. The net is float32 whatever the file's weights dtype. The result records the file and
+// its SHA-256; meta.preprocess_version may differ from this build's (see
+// preprocess_version_mismatch in preprocess.hpp: the caller decides whether that is fatal).
 LoadedModel load_model(const std::filesystem::path& file);
 
 // One model that averages `members` (loaded model files): an "ensemble" net holding a copy of
@@ -128,13 +160,15 @@ LoadedModel load_model(const std::filesystem::path& file);
 LoadedModel combine_models(const std::vector<LoadedModel>& members,
                            const std::string& weights_dtype = "float32");
 
-// The bundled default model: $BONEAGE_MODEL if set, else models/default.bin beside the
-// executable's source tree or install prefix. Empty path when none is found.
+// The bundled default model: $BONEAGE_MODEL if set, else find_bundled_file("default.bin").
+// Empty path when none is found.
 std::filesystem::path default_model_path();
 
-// A file shipped in models/ (the bundled model, the hand gate): models/<name> in the source
-// tree, beside the executable, or under its install prefix, the first that exists. Empty path
-// when none does.
+// A file shipped in models/ (the bundled model, the hand gate): the first that exists of
+// <dir>/models/<name> beside the executable, <prefix>/share/boneage/models/<name> under its
+// install prefix (the executable in <prefix>/bin), and models/<name> in the source tree it
+// was built from, so an installed copy never reads the build machine's files. Empty path when
+// none does.
 std::filesystem::path find_bundled_file(const std::string& name);
 
 }  // namespace boneage

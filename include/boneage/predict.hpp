@@ -49,6 +49,18 @@ struct PredictRequest {
     bool keep_images = false;
 };
 
+// Where an answer came from: the same for every input one Predictor reads, ok or not.
+struct Provenance {
+    std::string model_file;      // the model file's name, without its folder; empty for a model
+                                 // made in memory
+    std::string model_sha256;    // that file's SHA-256, 64 hex digits; empty as above
+    std::string model_version;   // the model's own version (ModelMetadata::model_version)
+    int preprocess_version = 0;  // the preprocessing the model was trained on (preprocess.hpp)
+    std::string build_commit;    // the commit this program was built from (build_info.hpp)
+    std::string precision;       // "fp32" or "bf16": what the network runs in
+    std::string crop_method;     // crop_method() of the model's preprocessing settings
+};
+
 // One input's result. A failed input has status "error" and a message; an input that is not a
 // whole hand radiograph has status "rejected" and the reason in the message. Neither carries a
 // bone age.
@@ -60,6 +72,9 @@ struct Prediction {
     double raw_months = 0.0;          // the network's output before clamping
     std::optional<bool> male;         // the patient's sex, when known (fed to a model using sex)
     bool sex_averaged = false;        // the model uses sex, none was given: mean of both
+    // A sex was given but the model does not take it: the bone age is the same for either sex
+    // (the sex still chooses the reference SD of the Z-score). A warning says so too.
+    bool sex_ignored = false;
     std::optional<double> chronological_age_months;  // given, or from the birth and study dates
     // The bone age against the chronological age (clinical/bone_age_reference.hpp): the
     // Z-score, the reference SD it divides by, and "delayed", "normal" or "advanced". Empty
@@ -80,6 +95,7 @@ struct Prediction {
     int views = 1;                    // test-time views averaged (1: the image alone)
     cv::Mat image;                    // the preprocessed image, when the request kept it
     std::filesystem::path heatmap;    // the heatmap picture written for it (write_heatmaps)
+    Provenance provenance;            // the model, build, precision and crop that answered
 
     bool ok() const { return status == "ok"; }
     // Bone age minus chronological age, months; empty unless ok with a chronological age.
@@ -92,14 +108,16 @@ struct Prediction {
 // {path, status, message, bone_age_months, raw_months, male, sex_averaged,
 //  chronological_age_months, z_score, box [x,y,w,h], method, confidence, width, height,
 //  warnings, precision, views, difference_months, reference_sd_months, interpretation,
-//  z_score_note, heatmap}; absent values are null.
+//  z_score_note, heatmap, sex_ignored, provenance {model_file, model_sha256, model_version,
+//  preprocess_version, build_commit, precision, crop_method}}; absent values are null.
 void to_json(nlohmann::json& j, const Prediction& p);
 
 struct PredictorOptions {
     int batch = 16;     // images per forward pass
     int threads = 0;    // threads decoding and preprocessing (0: one per core)
     // What the network's trunk runs in; Auto is bf16 where the CPU computes it natively, else
-    // fp32. bf16 stays within about a quarter month of fp32 and is several times faster there.
+    // fp32. bf16 stays within about 0.6 months of fp32 (at most 0.40 on 191 development films)
+    // and is several times faster there.
     Precision precision = Precision::Auto;
     // Test-time augmentation: the mean over this many fixed views of each image (tta_views),
     // at as many forward passes. 1 runs the image alone.
@@ -134,6 +152,8 @@ public:
     int image_size() const { return model_.meta.preprocess.output_size; }
     // The precision the network runs in: options.precision resolved, never Auto.
     Precision precision() const;
+    // What every Prediction of this predictor records of where it came from.
+    const Provenance& provenance() const { return provenance_; }
     // Test-time views averaged per image (options.views).
     int views() const { return options_.views; }
 
@@ -170,6 +190,7 @@ private:
     LoadedModel model_;
     PredictorOptions options_;
     std::unique_ptr<FastModel> fast_;  // built once from model_.net; runs every forward pass
+    Provenance provenance_;            // worked out once, copied into every Prediction
 };
 
 // Where the network looked (heatmap.hpp), for every ok prediction that kept its image

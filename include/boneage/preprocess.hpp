@@ -12,6 +12,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <opencv2/core.hpp>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,29 @@ struct PreprocessSettings {
     int detect_size = 512;        // the hand is searched on a copy whose longer side is this
 };
 
+// The version of the preprocessing algorithm: what preprocess() makes of a radiograph for given
+// settings. Bump it with any change to the code that changes its output (the hand finder, the
+// crop, CLAHE, the letterbox), so that models and caches made before the change are told apart
+// from this build's. Model files and caches record it; files written before it was recorded
+// read as version 1.
+//   1  CLAHE on the crop at the film's own resolution, then the letterbox (the bundled
+//      models/default.bin was trained on it)
+//   2  the crop brought to the output size first, then CLAHE, then the bars: the contrast
+//      tiles see the same detail whatever the film's resolution
+constexpr int kPreprocessVersion = 2;
+
+// How the settings crop the radiograph: "threshold" (the classical hand finder, then the
+// margin) or "none" (the whole frame). Each image's own HandBox::method says what happened to
+// it ("full-frame" where no hand was found).
+inline const char* crop_method(const PreprocessSettings& s) {
+    return s.crop_hand ? "threshold" : "none";
+}
+
+// Why images prepared by this build may differ from those `file` (a model or a cache) was made
+// from: one line naming the file and both preprocessing versions, or an empty string when
+// `file_version` is kPreprocessVersion.
+std::string preprocess_version_mismatch(const std::filesystem::path& file, int file_version);
+
 // Throws UsageError naming the first setting out of range: output_size outside [8, 4096],
 // detect_size outside [16, 8192], crop_margin outside [0, 1], clip limit outside (0, 1000],
 // tile grid outside [1, 64].
@@ -39,7 +63,8 @@ void from_json(const nlohmann::json& j, PreprocessSettings& s);
 // Where the hand is, in original pixels, and how sure the finder is.
 struct HandBox {
     cv::Rect box;                 // x, y, w, h in the original image
-    std::string method;           // "threshold" for the classical finder, "full-frame" if none found
+    std::string method;           // "threshold" for the classical finder, "full-frame" if none found,
+                                  // "preprocessed" for an image already preprocess()'s output
     double confidence = 0.0;      // 0..1
     std::vector<std::string> warnings;  // e.g. "no hand found; kept the whole image"
 };
@@ -66,7 +91,9 @@ struct Preprocessed {
 };
 
 // The whole chain on one radiograph: to 8 bits, find the hand, crop with margin, CLAHE,
-// letterbox.
+// letterbox. An image that is already its output for `settings` (output_size square, one 8-bit
+// channel from a lossless file, content between exact-zero bars where the letterbox puts them)
+// is returned as it is: method "preprocessed", the box its content, a warning saying so.
 Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& settings = {});
 
 }  // namespace boneage

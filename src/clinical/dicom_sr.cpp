@@ -102,6 +102,22 @@ void set_header(DSRDocument& doc, const Prediction& p, const ReportSource& sourc
                "the referenced image");
 }
 
+// Beside the algorithm's name and version, what else decides the number: the model file's
+// digest, the preprocessing, the precision and the build; and what the report is for.
+void add_provenance(ReportTree& tree, const Provenance& v) {
+    auto text = [&](const char* code, const char* meaning, const std::string& value) {
+        if (!value.empty()) tree.text(DSRCodedEntryValue(code, "99BONEAGE", meaning), value);
+    };
+    text("MODELSHA256", "Model file SHA-256", v.model_sha256);
+    text("PREPVERSION", "Preprocessing version",
+         v.preprocess_version > 0 ? std::to_string(v.preprocess_version) : std::string());
+    text("CROP", "Crop method", v.crop_method);
+    text("PRECISION", "Numeric precision", v.precision);
+    text("BUILD", "Build commit", v.build_commit);
+    tree.text(DSRCodedEntryValue("121106", "DCM", "Comment"),
+              "Research use, not a medical device");
+}
+
 void add_content(ReportTree& tree, const Prediction& p, const ReportSource& source) {
     tree.root(DSRCodedEntryValue("18748-4", "LN", "Diagnostic imaging report"));
     tree.text(DSRCodedEntryValue("111001", "DCM", "Algorithm Name"), source.model_name);
@@ -109,6 +125,7 @@ void add_content(ReportTree& tree, const Prediction& p, const ReportSource& sour
         tree.text(DSRCodedEntryValue("111003", "DCM", "Algorithm Version"),
                   source.model_version.empty() ? source.software
                                                : source.model_version + "; " + source.software);
+    add_provenance(tree, p.provenance);
     tree.number(DSRCodedEntryValue("37362-1", "LN", "XR Bone age"), p.bone_age_months, kMonths);
     tree.inferred_from_image(p.source.dicom.sop_class_uid, p.source.dicom.sop_instance_uid);
     if (p.chronological_age_months)

@@ -7,6 +7,8 @@
 #include <boneage/calendar.hpp>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 namespace boneage {
 
@@ -69,11 +71,34 @@ json absent_reason(const Prediction& p) {
     return {{"coding", {c}}, {"text", p.message}};
 }
 
+// Where the result came from and what it is for, in the words a reader of the record sees;
+// the parts the prediction does not know (one made in memory) are left out.
+std::string provenance_note(const Provenance& v) {
+    std::vector<std::string> parts;
+    if (!v.model_file.empty() || !v.model_version.empty()) {
+        std::string model = "model " + (v.model_file.empty() ? v.model_version : v.model_file);
+        if (!v.model_file.empty() && !v.model_version.empty())
+            model += ", version " + v.model_version;
+        if (!v.model_sha256.empty()) model += ", SHA-256 " + v.model_sha256;
+        parts.push_back(model);
+    }
+    if (v.preprocess_version > 0)
+        parts.push_back("preprocessing version " + std::to_string(v.preprocess_version) +
+                        (v.crop_method.empty() ? "" : ", crop " + v.crop_method));
+    if (!v.precision.empty()) parts.push_back(v.precision);
+    if (!v.build_commit.empty()) parts.push_back("build " + v.build_commit);
+    parts.push_back("research use, not a medical device");
+    std::string out;
+    for (const std::string& part : parts) out += (out.empty() ? "" : "; ") + part;
+    return out;
+}
+
 json notes(const Prediction& p) {
     json out = json::array();
     if (!p.ok() && !p.message.empty()) out.push_back({{"text", p.message}});
     if (!p.z_score_note.empty()) out.push_back({{"text", p.z_score_note}});
     for (const std::string& w : p.warnings) out.push_back({{"text", w}});
+    out.push_back({{"text", provenance_note(p.provenance)}});
     return out;
 }
 

@@ -1,4 +1,5 @@
-// Reading RSNA-style label files: `id,boneage,male` with the columns in any order.
+// Reading the CSV files of datasets and predictions: RSNA-style labels (`id,boneage,male`, the
+// columns in any order) and predict's per-input manifests (`path,sex,chronological_age`).
 #include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
 
@@ -59,9 +60,10 @@ std::vector<std::string> split_csv_line(const std::string& line) {
 }
 
 // The lines of the file without line ends (LF or CRLF) and without a UTF-8 byte-order mark.
-std::vector<std::string> read_lines(const std::filesystem::path& csv) {
+// `what` names the file in the error when it cannot be opened ("labels file").
+std::vector<std::string> read_lines(const std::filesystem::path& csv, const char* what) {
     std::ifstream in(csv, std::ios::binary);
-    if (!in) throw Error(ErrorKind::NotFound, csv, "cannot open the labels file");
+    if (!in) throw Error(ErrorKind::NotFound, csv, fmt::format("cannot open the {}", what));
     std::ostringstream buffer;
     buffer << in.rdbuf();
     std::string text = buffer.str();
@@ -75,39 +77,84 @@ std::vector<std::string> read_lines(const std::filesystem::path& csv) {
     return lines;
 }
 
+// A header name as compared: lower case, without spaces and underscores, so "Case ID",
+// "case_id" and "caseid" are one name, and "Bone Age (Months)" is "boneage(months)".
+std::string header_key(const std::string& name) {
+    std::string key;
+    for (char c : lower(name))
+        if (c != ' ' && c != '_') key += c;
+    return key;
+}
+
+// The column whose name is one of `keys` (header_key form), or nullopt. Two such columns are
+// refused: the header alone cannot tell which one was meant, and taking the first would give
+// a silently wrong result whenever it is the other.
+std::optional<std::size_t> find_column(const std::filesystem::path& csv,
+                                       const std::vector<std::string>& header, const char* what,
+                                       std::initializer_list<const char*> keys) {
+    std::optional<std::size_t> found;
+    for (std::size_t i = 0; i < header.size(); ++i) {
+        std::string key = header_key(header[i]);
+        if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return key == k; }))
+            continue;
+        if (found)
+            throw Error(ErrorKind::BadData, csv,
+                        fmt::format("line 1: columns '{}' and '{}' could both be the {}; keep "
+                                    "one of them",
+                                    header[*found], header[i], what));
+        found = i;
+    }
+    return found;
+}
+
+// How a labels file codes sex: RSNA's `male` column holds booleans, a `sex` column letters.
+enum class SexCoding { MaleBoolean, Letters };
+
 struct Columns {
-    std::size_t id = 0, age = 0, male = 0;
+    std::size_t id = 0, age = 0, sex = 0;
+    SexCoding coding = SexCoding::MaleBoolean;
     std::size_t needed = 0;  // fields a row must have: the largest index + 1
 };
 
-// Finds a column by any of its accepted names (compared without case or spaces).
-std::optional<std::size_t> find_column(const std::vector<std::string>& header,
-                                       std::initializer_list<const char*> names) {
-    for (std::size_t i = 0; i < header.size(); ++i) {
-        std::string h = lower(header[i]);
-        h.erase(std::remove(h.begin(), h.end(), ' '), h.end());
-        for (const char* n : names)
-            if (h == n) return i;
-    }
-    return std::nullopt;
-}
-
 Columns parse_header(const std::filesystem::path& csv, const std::string& line) {
     std::vector<std::string> header = split_csv_line(line);
-    auto id = find_column(header, {"id", "caseid"});
-    auto age = find_column(header, {"boneage", "boneage(months)", "age"});
-    auto male = find_column(header, {"male", "sex"});
-    auto missing = [&](const char* name) {
+    auto id = find_column(csv, header, "id", {"id", "caseid"});
+    // Never `age`: files that carry both ages name the chronological one `age`.
+    auto age = find_column(csv, header, "bone age",
+                           {"boneage", "boneage(months)", "boneagemonths", "groundtruthboneage",
+                            "groundtruthboneage(months)"});
+    auto male = find_column(csv, header, "sex", {"male"});
+    auto sex = find_column(csv, header, "sex", {"sex"});
+    if (male && sex)
+        throw Error(ErrorKind::BadData, csv,
+                    fmt::format("line 1: columns '{}' and '{}' could both be the sex; keep one of "
+                                "them",
+                                header[std::min(*male, *sex)], header[std::max(*male, *sex)]));
+    auto missing = [&](const char* what, const std::string& accepted) {
         return Error(ErrorKind::BadData, csv,
-                     fmt::format("line 1: no '{}' column in the header \"{}\" (expected "
-                                 "id,boneage,male in any order)",
-                                 name, line));
+                     fmt::format("line 1: no {} column in the header \"{}\" (accepted: {})", what,
+                                 line, accepted));
     };
-    if (!id) throw missing("id");
-    if (!age) throw missing("boneage");
-    if (!male) throw missing("male");
-    Columns c{*id, *age, *male, 0};
-    c.needed = std::max({c.id, c.age, c.male}) + 1;
+    if (!id) throw missing("id", "id or Case ID");
+    if (!age) {
+        std::string accepted =
+            "boneage, bone age (months) or ground truth bone age (months)";
+        const bool has_age = std::any_of(header.begin(), header.end(), [](const std::string& h) {
+            std::string k = header_key(h);
+            return k == "age" || k == "age(months)" || k == "agemonths";
+        });
+        if (has_age)
+            accepted += "; 'age' is not taken as the bone age, as it may be the chronological age";
+        throw missing("bone age", accepted);
+    }
+    if (!male && !sex)
+        throw missing("sex", "male holding True/False/1/0, or sex holding M/F/male/female");
+    Columns c;
+    c.id = *id;
+    c.age = *age;
+    c.sex = male ? *male : *sex;
+    c.coding = male ? SexCoding::MaleBoolean : SexCoding::Letters;
+    c.needed = std::max({c.id, c.age, c.sex}) + 1;
     return c;
 }
 
@@ -121,8 +168,8 @@ std::optional<double> parse_age(const std::string& text) {
 
 std::optional<bool> parse_male(const std::string& text) {
     std::string t = lower(text);
-    if (t == "true" || t == "1" || t == "m" || t == "male") return true;
-    if (t == "false" || t == "0" || t == "f" || t == "female") return false;
+    if (t == "true" || t == "1") return true;
+    if (t == "false" || t == "0") return false;
     return std::nullopt;
 }
 
@@ -137,9 +184,12 @@ std::string check_row(const std::vector<std::string>& fields, const Columns& col
     if (!age) return fmt::format("age '{}' is not a number", fields[columns.age]);
     if (*age < 0 || *age > kMaxAgeMonths)
         return fmt::format("age {} months is outside 0..{}", fields[columns.age], kMaxAgeMonths);
-    auto male = parse_male(fields[columns.male]);
+    const std::string& sex = fields[columns.sex];
+    auto male = columns.coding == SexCoding::MaleBoolean ? parse_male(sex) : parse_sex(sex);
     if (!male)
-        return fmt::format("male '{}' is not one of true/false/1/0/M/F", fields[columns.male]);
+        return columns.coding == SexCoding::MaleBoolean
+                   ? fmt::format("male '{}' is not one of True, False, 1 or 0", sex)
+                   : fmt::format("sex '{}' is not one of M, F, male or female (any case)", sex);
     if (auto it = seen.find(row.id); it != seen.end())
         return fmt::format("duplicate id (first on line {})", it->second);
     row.age_months = *age;
@@ -150,7 +200,7 @@ std::string check_row(const std::vector<std::string>& fields, const Columns& col
 }  // namespace
 
 Labels read_labels(const std::filesystem::path& csv, bool strict) {
-    std::vector<std::string> lines = read_lines(csv);
+    std::vector<std::string> lines = read_lines(csv, "labels file");
     if (lines.empty() || trim(lines[0]).empty())
         throw Error(ErrorKind::BadData, csv, "empty labels file: no header line");
     Columns columns = parse_header(csv, lines[0]);
@@ -176,6 +226,77 @@ Labels read_labels(const std::filesystem::path& csv, bool strict) {
     return labels;
 }
 
+std::optional<bool> parse_sex(const std::string& text) {
+    std::string t = lower(trim(text));
+    if (t == "m" || t == "male") return true;
+    if (t == "f" || t == "female") return false;
+    return std::nullopt;
+}
+
+std::vector<ManifestRow> read_manifest(const std::filesystem::path& csv) {
+    std::vector<std::string> lines = read_lines(csv, "manifest");
+    if (lines.empty() || trim(lines[0]).empty())
+        throw Error(ErrorKind::BadData, csv, "empty manifest: no header line");
+    auto bad = [&](int line, const std::string& reason) {
+        return Error(ErrorKind::BadData, csv, fmt::format("line {}: {}", line, reason));
+    };
+
+    // Every column must be one the reader knows: an `age` column left unread would leave its
+    // inputs without the age the user meant to give them.
+    std::vector<std::string> header = split_csv_line(lines[0]);
+    for (const std::string& h : header) {
+        std::string k = header_key(h);
+        if (k != "path" && k != "sex" && k != "chronologicalage" && k != "chronologicalagemonths" &&
+            k != "chronologicalage(months)")
+            throw bad(1, fmt::format("unknown column '{}' (a manifest has path, sex and "
+                                     "chronological_age)",
+                                     h));
+    }
+    auto path = find_column(csv, header, "path", {"path"});
+    auto sex = find_column(csv, header, "sex", {"sex"});
+    auto age = find_column(csv, header, "chronological age",
+                           {"chronologicalage", "chronologicalagemonths", "chronologicalage(months)"});
+    if (!path)
+        throw bad(1, fmt::format("no 'path' column in the header \"{}\" (expected "
+                                 "path,sex,chronological_age)",
+                                 lines[0]));
+
+    std::vector<ManifestRow> rows;
+    for (std::size_t i = 1; i < lines.size(); ++i) {
+        if (trim(lines[i]).empty()) continue;
+        const int line = int(i) + 1;
+        std::vector<std::string> fields = split_csv_line(lines[i]);
+        if (fields.size() != header.size())
+            throw bad(line, fmt::format("{} fields, the header has {}", fields.size(),
+                                        header.size()));
+        ManifestRow row;
+        row.line = line;
+        if (fields[*path].empty()) throw bad(line, "empty path");
+        std::filesystem::path file = fields[*path];
+        row.path = file.is_absolute() ? file : (csv.parent_path() / file).lexically_normal();
+        if (sex && !fields[*sex].empty()) {
+            row.male = parse_sex(fields[*sex]);
+            if (!row.male)
+                throw bad(line, fmt::format("sex '{}' is not one of M, F, male or female (any "
+                                            "case), or empty",
+                                            fields[*sex]));
+        }
+        if (age && !fields[*age].empty()) {
+            auto months = parse_age(fields[*age]);
+            if (!months)
+                throw bad(line, fmt::format("chronological age '{}' is not a number of months",
+                                            fields[*age]));
+            if (*months < 0 || *months > kMaxAgeMonths)
+                throw bad(line, fmt::format("chronological age {} months is outside 0..{}",
+                                            fields[*age], kMaxAgeMonths));
+            row.chronological_age_months = *months;
+        }
+        rows.push_back(std::move(row));
+    }
+    if (rows.empty()) throw bad(1, "no inputs: the manifest has a header and no rows");
+    return rows;
+}
+
 std::filesystem::path find_image(const std::filesystem::path& dir, const std::string& id) {
     static const char* const kExtensions[] = {".png", ".jpg", ".jpeg", ".dcm",
                                               ".tif", ".tiff", ".bmp"};
@@ -189,7 +310,7 @@ std::filesystem::path find_image(const std::filesystem::path& dir, const std::st
     return {};
 }
 
-bool in_validation_split(const std::string& id, double fraction) {
+double id_hash_fraction(const std::string& id) {
     // FNV-1a, 64 bits: fixed by its definition, unlike std::hash, so the split is the same
     // on every platform and standard library.
     std::uint64_t hash = 0xcbf29ce484222325ull;
@@ -204,8 +325,23 @@ bool in_validation_split(const std::string& id, double fraction) {
     hash ^= hash >> 33;
     hash *= 0xc4ceb9fe1a85ec53ull;
     hash ^= hash >> 33;
-    double unit = double(hash >> 11) * 0x1.0p-53;  // the top 53 bits, uniform in [0, 1)
-    return unit < fraction;
+    return double(hash >> 11) * 0x1.0p-53;  // the top 53 bits, uniform in [0, 1)
+}
+
+bool in_validation_split(const std::string& id, double fraction) {
+    return id_hash_fraction(id) < fraction;
+}
+
+int fold_of(const std::string& id, int folds) {
+    if (folds < 2)
+        throw UsageError(fmt::format("cross-validation needs at least 2 folds, not {}", folds));
+    const double h = id_hash_fraction(id);
+    // floor(h x K), then nudged so the fold edges are exactly the doubles k / K that a split
+    // fraction would be: fold 0 of K is then in_validation_split(id, 1.0 / K), to the last id.
+    int fold = std::min(folds - 1, static_cast<int>(h * folds));
+    while (fold > 0 && h < static_cast<double>(fold) / folds) --fold;
+    while (fold + 1 < folds && h >= static_cast<double>(fold + 1) / folds) ++fold;
+    return fold;
 }
 
 }  // namespace boneage

@@ -1,6 +1,7 @@
 // prepare_dataset: every labelled image read, preprocessed and streamed into one cache file.
 #include "data/cache_format.hpp"
 
+#include <boneage/build_info.hpp>
 #include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
@@ -47,6 +48,8 @@ std::string header_json(const std::vector<LabelRow>& rows, const PreprocessSetti
                              {"count", rows.size()},
                              {"size", settings.output_size},
                              {"settings", settings},
+                             {"preprocess_version", kPreprocessVersion},
+                             {"build_commit", build_commit()},
                              {"ids", std::move(ids)},
                              {"ages", std::move(ages)},
                              {"male", std::move(male)}};

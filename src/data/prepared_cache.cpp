@@ -88,6 +88,12 @@ PreparedCache::PreparedCache(const std::filesystem::path& file) : path_(file) {
             throw std::runtime_error(fmt::format("image size {} is outside 1..{}", side, kMaxImageSide));
         image_size_ = int(side);
         settings_ = header.at("settings").get<PreprocessSettings>();
+        // Caches from before these keys were made with preprocessing version 1 (preprocess.hpp).
+        preprocess_version_ = header.value("preprocess_version", 1);
+        if (preprocess_version_ < 1)
+            throw std::runtime_error(
+                fmt::format("preprocess_version {} is not a version", preprocess_version_));
+        build_commit_ = header.value("build_commit", std::string("unknown"));
         ids_ = read_array<std::string>(header, "ids", count);
         ages_ = read_array<double>(header, "ages", count);
         for (bool m : read_array<bool>(header, "male", count)) male_.push_back(m ? 1 : 0);

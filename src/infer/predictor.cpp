@@ -3,6 +3,7 @@
 #include <boneage/predict.hpp>
 
 #include <boneage/bone_age_reference.hpp>
+#include <boneage/build_info.hpp>
 #include <boneage/calendar.hpp>
 #include <boneage/error.hpp>
 #include <boneage/hand_gate.hpp>
@@ -49,6 +50,13 @@ Predictor::Predictor(LoadedModel model, PredictorOptions options)
     tta_views(options_.views);  // a bad count fails here, before any work
     model_.net->eval();
     fast_ = std::make_unique<FastModel>(model_.net, options_.precision);
+    provenance_.model_file = model_.file.filename().string();
+    provenance_.model_sha256 = model_.sha256;
+    provenance_.model_version = model_.meta.model_version;
+    provenance_.preprocess_version = model_.meta.preprocess_version;
+    provenance_.build_commit = build_commit();
+    provenance_.precision = to_string(precision());
+    provenance_.crop_method = crop_method(settings());
 }
 
 Precision Predictor::precision() const { return fast_->precision(); }
@@ -171,12 +179,19 @@ Prediction Predictor::finish(Prediction p, double raw, const PredictRequest& req
     p.raw_months = raw;
     p.chronological_age_months = request.chronological_age_months;
     p.male = request.male;
+    p.provenance = provenance_;
     if (uses_sex()) {
         p.sex_averaged = !request.male.has_value();
         if (p.sex_averaged)
             p.warnings.push_back(
                 "sex not given; the model uses it, so this is the mean of the male and female "
                 "predictions (pass --sex for a sharper estimate)");
+    } else if (request.male) {
+        // Said rather than dropped: a reader could take the bone age for a sex-specific one.
+        p.sex_ignored = true;
+        p.warnings.push_back(
+            "sex given, but this model does not use it: the bone age is the same for either sex "
+            "(the sex still chooses the reference SD of the Z-score)");
     }
     if (!std::isfinite(raw)) {
         p.status = "error";
@@ -244,7 +259,11 @@ std::optional<GateVerdict> Predictor::screen(const Radiograph& radiograph) const
 
 Prediction Predictor::predict(const Radiograph& radiograph, const PredictRequest& request) {
     const std::optional<GateVerdict> verdict = screen(radiograph);
-    if (verdict && !verdict->accepted) return rejected({}, radiograph, *verdict);
+    if (verdict && !verdict->accepted) {
+        Prediction out = rejected({}, radiograph, *verdict);
+        out.provenance = provenance_;
+        return out;
+    }
     Preprocessed p = preprocess(radiograph, settings());
     cv::Mat input = checked_input(p, image_size());
     Prediction out = describe({}, radiograph, p);
@@ -318,6 +337,7 @@ std::vector<Prediction> Predictor::predict_batch(
         done = end;
         if (progress) progress(done, files.size());
     }
+    for (Prediction& p : out) p.provenance = provenance_;  // the failed and rejected too
     return out;
 }
 
@@ -359,6 +379,17 @@ void to_json(nlohmann::json& j, const Prediction& p) {
     j["interpretation"] = p.interpretation.empty() ? json(nullptr) : json(p.interpretation);
     j["z_score_note"] = p.z_score_note.empty() ? json(nullptr) : json(p.z_score_note);
     j["heatmap"] = p.heatmap.empty() ? json(nullptr) : json(p.heatmap.string());
+    j["sex_ignored"] = p.sex_ignored;
+    const Provenance& v = p.provenance;
+    auto text = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
+    j["provenance"] = {{"model_file", text(v.model_file)},
+                       {"model_sha256", text(v.model_sha256)},
+                       {"model_version", text(v.model_version)},
+                       {"preprocess_version",
+                        v.preprocess_version > 0 ? json(v.preprocess_version) : json(nullptr)},
+                       {"build_commit", text(v.build_commit)},
+                       {"precision", text(v.precision)},
+                       {"crop_method", text(v.crop_method)}};
 }
 
 }  // namespace boneage

@@ -29,6 +29,18 @@ void check_limits(std::int64_t width, std::int64_t height, const ReadLimits& lim
         throw Error(ErrorKind::TooLarge, file,
                     "image is " + size + ", more than the limit of " +
                         std::to_string(limits.max_pixels) + " pixels");
+    if (std::min(width, height) < limits.min_side)
+        throw Error(ErrorKind::Unsupported, file,
+                    fmt::format("image is {} pixels, too small for a radiograph: each side must "
+                                "be at least {}",
+                                size, limits.min_side));
+    const double aspect = static_cast<double>(std::max(width, height)) /
+                          static_cast<double>(std::max<std::int64_t>(1, std::min(width, height)));
+    if (aspect > limits.max_aspect)
+        throw Error(ErrorKind::Unsupported, file,
+                    fmt::format("image is {} pixels, its longer side {:.3g} times its shorter: "
+                                "a radiograph's is at most {:g} times",
+                                size, aspect, limits.max_aspect));
 }
 
 }  // namespace io

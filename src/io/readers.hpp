@@ -10,7 +10,9 @@
 
 namespace boneage::io {
 
-// Throws TooLarge naming `file` when width x height or either side exceeds `limits`.
+// Throws TooLarge naming `file` when width x height or either side exceeds `limits`, and
+// Unsupported when the shorter side is below limits.min_side or the aspect ratio above
+// limits.max_aspect.
 void check_limits(std::int64_t width, std::int64_t height, const ReadLimits& limits,
                   const std::filesystem::path& file);
 

@@ -87,10 +87,16 @@ LoadedModel combine_models(const std::vector<LoadedModel>& members,
             throw UsageError(fmt::format(
                 "ensemble members differ in preprocessing: member {} is not prepared as member 1",
                 i + 1));
+        if (m.meta.preprocess_version != members.front().meta.preprocess_version)
+            throw UsageError(fmt::format(
+                "ensemble members differ in preprocessing: member {} was trained on "
+                "preprocessing version {}, member 1 on version {}",
+                i + 1, m.meta.preprocess_version, members.front().meta.preprocess_version));
         configs.push_back(m.net->config());
         trained.push_back({{"training", m.meta.training},
                            {"validation", m.meta.validation},
-                           {"weights_dtype", m.meta.weights_dtype}});
+                           {"weights_dtype", m.meta.weights_dtype},
+                           {"model_version", m.meta.model_version}});
     }
     LoadedModel out;
     out.net = make_model(ensemble_config(std::move(configs)));
@@ -100,6 +106,7 @@ LoadedModel combine_models(const std::vector<LoadedModel>& members,
     out.net->eval();
     out.meta.config = out.net->config();
     out.meta.preprocess = members.front().meta.preprocess;
+    out.meta.preprocess_version = members.front().meta.preprocess_version;
     out.meta.training = {{"members", trained}};
     out.meta.weights_dtype = weights_dtype;
     return out;

@@ -72,14 +72,14 @@ public:
 
     torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& sex) override {
         check_inputs(config_, images, sex);
-        return head(trunk(images), sex);
+        return head(trunk(normalise_input(config_, images)), sex);
     }
 
     bool has_features() const override { return true; }
 
     torch::Tensor features(const torch::Tensor& images) override {
         check_images(config_, images);
-        return trunk(images);
+        return trunk(normalise_input(config_, images));
     }
 
     torch::Tensor head(const torch::Tensor& features, const torch::Tensor& sex) override {

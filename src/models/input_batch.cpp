@@ -37,4 +37,9 @@ torch::Tensor resize_batch(const torch::Tensor& images, int size) {
                                       .antialias(shrinking));
 }
 
+torch::Tensor normalise_input(const ModelConfig& config, const torch::Tensor& images) {
+    if (config.input_mean == 0.0 && config.input_std == 1.0) return images;
+    return (images - config.input_mean) / config.input_std;
+}
+
 }  // namespace boneage

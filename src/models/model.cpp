@@ -18,10 +18,16 @@ void to_json(nlohmann::json& j, const ModelConfig& c) {
                        {"input_size", c.input_size},
                        {"label_offset", c.label_offset},
                        {"label_scale", c.label_scale}};
+    // Only when set: a model without normalisation is written as it always was.
+    if (c.input_mean != 0.0 || c.input_std != 1.0) {
+        j["input_mean"] = c.input_mean;
+        j["input_std"] = c.input_std;
+    }
     if (!c.members.empty()) j["members"] = c.members;
 }
 
-// Fields a file omits keep their defaults, so older files stay readable.
+// Fields omitted keep their defaults (checkpoints rely on it); a model file is held to every
+// key before it gets here (model_file.cpp).
 void from_json(const nlohmann::json& j, ModelConfig& c) {
     const ModelConfig d;
     c.arch = j.value("arch", d.arch);
@@ -30,6 +36,8 @@ void from_json(const nlohmann::json& j, ModelConfig& c) {
     c.input_size = j.value("input_size", d.input_size);
     c.label_offset = j.value("label_offset", d.label_offset);
     c.label_scale = j.value("label_scale", d.label_scale);
+    c.input_mean = j.value("input_mean", d.input_mean);
+    c.input_std = j.value("input_std", d.input_std);
     c.members = j.value("members", std::vector<ModelConfig>{});
 }
 

@@ -9,14 +9,19 @@
 
 #include <algorithm>
 #include <array>
+#include <boneage/build_info.hpp>
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
+#include <boneage/sha256.hpp>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -44,7 +49,8 @@ T get_le(const char* p) {
     return value;
 }
 
-nlohmann::json metadata_json(const BoneAgeNet& net, const ModelMetadata& meta) {
+nlohmann::json metadata_json(const BoneAgeNet& net, const ModelMetadata& meta,
+                             const std::string& model_version) {
     nlohmann::json j;
     // The net's own configuration is what its weights fit, so it is the one recorded.
     j["config"] = net->config();
@@ -52,7 +58,17 @@ nlohmann::json metadata_json(const BoneAgeNet& net, const ModelMetadata& meta) {
     j["training"] = meta.training;
     j["validation"] = meta.validation;
     j["weights_dtype"] = meta.weights_dtype;
+    // What the numbers mean, beside how they are laid out: the preprocessing the weights expect,
+    // which weights these are, and the build that wrote them.
+    j["preprocess_version"] = meta.preprocess_version;
+    j["model_version"] = model_version;
+    j["build_commit"] = build_commit();
     return j;
+}
+
+// ModelMetadata::model_version of weights whose stored archive has the digest `weights_sha256`.
+std::string model_version_of(const std::string& arch, const std::string& weights_sha256) {
+    return arch + "-" + weights_sha256.substr(0, 12);
 }
 
 [[noreturn]] void bad(const fs::path& file, const std::string& reason) {
@@ -183,29 +199,198 @@ private:
     std::ifstream in_;
 };
 
+// The metadata's schema. Every key today's files carry is required (a missing one read as its
+// default would change what the net computes without a word), and every number has bounds no
+// trained model comes near, so a damaged or hand-edited file is refused here, naming the
+// field, before any of its numbers sizes an allocation.
+constexpr std::int64_t kMinInputSize = 32;    // training's own minimum
+constexpr std::int64_t kMaxInputSize = 1024;  // 10x the pixels of the paper's 320
+constexpr double kMaxLabelMonths = 1200.0;    // label offset and scale, months: a century
+constexpr std::size_t kMaxMembers = 16;
+const std::vector<std::string> kArchs = {"shallow", "resnet18", "resnet50", "inceptionv4"};
+const std::vector<std::string> kDtypes = {"float32", "float16", "int8"};
+
+// A value as a refusal quotes it: short, and on one line.
+std::string quoted(const nlohmann::json& value) {
+    std::string text = value.dump();
+    return text.size() <= 40 ? text : text.substr(0, 37) + "...";
+}
+
+std::string listed(const std::vector<std::string>& words) {
+    std::string out;
+    for (std::size_t i = 0; i < words.size(); ++i)
+        out += (i == 0 ? "" : i + 1 == words.size() ? " or " : ", ") + words[i];
+    return out;
+}
+
+// One value of the metadata with its dotted name ("config.members[1].input_size"), which
+// every refusal about it quotes.
+struct Field {
+    const fs::path& file;
+    const nlohmann::json& value;
+    std::string name;
+
+    [[noreturn]] void refuse(const std::string& expected) const {
+        bad(file, fmt::format("{} must be {}, got {}", name, expected, quoted(value)));
+    }
+};
+
+std::string child_name(const std::string& parent, const std::string& key) {
+    return parent.empty() ? key : parent + "." + key;
+}
+
+// The key of an object, or nothing when the key is absent.
+std::optional<Field> optional_key(const Field& object, const std::string& key) {
+    const auto it = object.value.find(key);
+    if (it == object.value.end()) return std::nullopt;
+    return Field{object.file, *it, child_name(object.name, key)};
+}
+
+Field required_key(const Field& object, const std::string& key) {
+    std::optional<Field> f = optional_key(object, key);
+    if (!f) bad(object.file, fmt::format("{} is missing", child_name(object.name, key)));
+    return *f;
+}
+
+const Field& object(const Field& f) {
+    if (!f.value.is_object()) f.refuse("an object");
+    return f;
+}
+
+std::int64_t whole_number(const Field& f, std::int64_t low, std::int64_t high) {
+    const std::string expected = fmt::format("a whole number in [{}, {}]", low, high);
+    if (!f.value.is_number_integer()) f.refuse(expected);
+    // An unsigned value past int64's range reads as negative; either way it is out of bounds.
+    const bool huge = f.value.is_number_unsigned() &&
+                      f.value.get<std::uint64_t>() > static_cast<std::uint64_t>(high);
+    const auto v = f.value.get<std::int64_t>();
+    if (huge || v < low || v > high) f.refuse(expected);
+    return v;
+}
+
+// A finite number in [low, high], or in (low, high] when `low_open`.
+double number(const Field& f, double low, double high, bool low_open = false) {
+    const std::string expected =
+        fmt::format("a number in {}{}, {}]", low_open ? "(" : "[", low, high);
+    if (!f.value.is_number()) f.refuse(expected);
+    const double v = f.value.get<double>();
+    if (!std::isfinite(v) || v < low || (low_open && v == low) || v > high) f.refuse(expected);
+    return v;
+}
+
+bool boolean(const Field& f) {
+    if (!f.value.is_boolean()) f.refuse("true or false");
+    return f.value.get<bool>();
+}
+
+std::string word(const Field& f, const std::vector<std::string>& allowed) {
+    const std::string expected = allowed.size() == 1   ? "\"" + allowed.front() + "\""
+                                 : allowed.size() == 2 ? listed(allowed)
+                                                       : "one of " + listed(allowed);
+    if (!f.value.is_string()) f.refuse(expected);
+    const std::string v = f.value.get<std::string>();
+    if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) f.refuse(expected);
+    return v;
+}
+
+// A ModelConfig as to_json writes it; an ensemble's members each as a model of its own.
+void check_config(const Field& config, bool member) {
+    object(config);
+    std::vector<std::string> archs = kArchs;
+    if (!member) archs.push_back("ensemble");
+    const bool ensemble = word(required_key(config, "arch"), archs) == "ensemble";
+    word(required_key(config, "head"),
+         ensemble ? std::vector<std::string>{"mean"} : std::vector<std::string>{"flatten", "gap"});
+    boolean(required_key(config, "use_sex"));
+    whole_number(required_key(config, "input_size"), kMinInputSize, kMaxInputSize);
+    number(required_key(config, "label_offset"), -kMaxLabelMonths, kMaxLabelMonths);
+    number(required_key(config, "label_scale"), 0.0, kMaxLabelMonths, /*low_open=*/true);
+    // The input normalisation is written only when set, as a pair, on pixels in [0, 1]; files
+    // from before it lack both.
+    if (optional_key(config, "input_mean") || optional_key(config, "input_std")) {
+        number(required_key(config, "input_mean"), 0.0, 1.0);
+        number(required_key(config, "input_std"), 0.0, 1.0, /*low_open=*/true);
+    }
+
+    const std::optional<Field> members = optional_key(config, "members");
+    if (!ensemble) {
+        if (members && !(members->value.is_array() && members->value.empty()))
+            members->refuse("absent: only an ensemble has members");
+        return;
+    }
+    if (!members) bad(config.file, fmt::format("{}.members is missing", config.name));
+    const std::string expected = fmt::format("a list of 1 to {} models", kMaxMembers);
+    if (!members->value.is_array() || members->value.empty() ||
+        members->value.size() > kMaxMembers)
+        members->refuse(expected);
+    for (std::size_t i = 0; i < members->value.size(); ++i)
+        check_config({config.file, members->value[i], fmt::format("{}[{}]", members->name, i)},
+                     /*member=*/true);
+}
+
+// PreprocessSettings as its to_json writes them, within bounds at least as tight as
+// validate()'s, so the settings' own reader accepts whatever passes here; the letterbox is held
+// to the input size's bounds, since the network is fed that image resized.
+void check_preprocess(const Field& settings) {
+    object(settings);
+    whole_number(required_key(settings, "output_size"), kMinInputSize, kMaxInputSize);
+    number(required_key(settings, "clahe_clip_limit"), 0.0, 1000.0, /*low_open=*/true);
+    whole_number(required_key(settings, "clahe_tile_grid"), 1, 64);
+    number(required_key(settings, "crop_margin"), 0.0, 1.0);
+    boolean(required_key(settings, "crop_hand"));
+    whole_number(required_key(settings, "detect_size"), 16, 8192);
+}
+
 ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+        bad(file, fmt::format("metadata does not parse: {}", first_line(e.what())));
+    }
+    const Field root{file, j, ""};
+    if (!j.is_object()) bad(file, fmt::format("metadata must be an object, got {}", quoted(j)));
+    check_config(required_key(root, "config"), /*member=*/false);
+    check_preprocess(required_key(root, "preprocess"));
+    // The summaries change no prediction, and a file without a weights dtype is float32 (its
+    // tensors' types are checked against it), so these three may be absent.
+    for (const char* summary : {"training", "validation"})
+        if (std::optional<Field> f = optional_key(root, summary)) object(*f);
+    if (std::optional<Field> f = optional_key(root, "weights_dtype"); f && !f->value.is_string())
+        f->refuse("one of " + listed(kDtypes));
+    // Recorded since files say what their numbers mean; older files lack them (parse below).
+    if (std::optional<Field> f = optional_key(root, "preprocess_version"))
+        whole_number(*f, 1, 1000000);
+    for (const char* text : {"model_version", "build_commit"})
+        if (std::optional<Field> f = optional_key(root, text); f && !f->value.is_string())
+            f->refuse("a string");
+
     ModelMetadata meta;
     try {
-        const nlohmann::json j = nlohmann::json::parse(text);
         meta.config = j.at("config").get<ModelConfig>();
-        meta.preprocess = j.value("preprocess", nlohmann::json::object()).get<PreprocessSettings>();
+        meta.preprocess = j.at("preprocess").get<PreprocessSettings>();
         meta.training = j.value("training", nlohmann::json::object());
         meta.validation = j.value("validation", nlohmann::json::object());
         meta.weights_dtype = j.value("weights_dtype", meta.weights_dtype);
+        // A file from before the key was made with preprocessing version 1 (preprocess.hpp).
+        meta.preprocess_version = j.value("preprocess_version", 1);
+        meta.model_version = j.value("model_version", std::string());  // empty: worked out
+        meta.build_commit = j.value("build_commit", std::string("unknown"));
     } catch (const nlohmann::json::exception& e) {
-        bad(file, fmt::format("metadata does not parse: {}", e.what()));
+        bad(file, fmt::format("metadata does not parse: {}", first_line(e.what())));
     } catch (const Error& e) {  // a settings reader that rejects a value
         bad(file, fmt::format("metadata does not parse: {}", e.reason()));
     }
     return meta;
 }
 
-// Copies each tensor of the archive into the parameter or buffer of the same name, checking
-// that the names, shapes and types are exactly the architecture's (floating-point parameters
-// stored as `dtype` says, converted to the net's float32 on the way in).
-void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& reader,
-                  std::uint64_t offset, WeightsDtype dtype) {
+// Every tensor of the weights archive by name. Read before the net is built, so a file whose
+// weights are missing or not an archive is refused at the cost of reading it, not of building
+// the network its metadata claims.
+std::map<std::string, torch::Tensor> read_stored_weights(const fs::path& file, ModelReader& reader,
+                                                         std::uint64_t offset) {
     torch::serialize::InputArchive archive;
+    std::map<std::string, torch::Tensor> stored;
     try {
         archive.load_from(
             [&](std::uint64_t pos, void* buffer, std::size_t count) {
@@ -213,10 +398,22 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
             },
             [&] { return static_cast<std::size_t>(reader.size() - offset); },
             torch::Device(torch::kCPU));
+        for (const std::string& key : archive.keys()) {
+            torch::Tensor t;
+            if (archive.try_read(key, t)) stored.emplace(key, t);
+        }
     } catch (const std::exception& e) {
         bad(file, fmt::format("the weights do not load (truncated or corrupt): {}",
                               first_line(e.what())));
     }
+    return stored;
+}
+
+// Copies each stored tensor into the parameter or buffer of the same name, checking that the
+// names, shapes and types are exactly the architecture's (floating-point parameters stored as
+// `dtype` says, converted to the net's float32 on the way in) and every value finite.
+void load_weights_into(const fs::path& file, const BoneAgeNet& net,
+                       const std::map<std::string, torch::Tensor>& stored, WeightsDtype dtype) {
     struct Target {
         std::string name;
         torch::Tensor tensor;       // what the net holds; empty for an int8 weight's scales
@@ -234,11 +431,6 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
         targets.push_back({b.key(), b.value(), b.value().scalar_type(), b.value().sizes().vec()});
 
     // Names first, so a file of another architecture says which part it lacks or adds.
-    std::map<std::string, torch::Tensor> stored;
-    for (const std::string& key : archive.keys()) {
-        torch::Tensor t;
-        if (archive.try_read(key, t)) stored.emplace(key, t);
-    }
     std::set<std::string> expected;
     for (const Target& target : targets) {
         expected.insert(target.name);
@@ -257,6 +449,9 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
                 fmt::format("weights do not match the architecture: '{}' is {} {}, expected {} {}",
                             target.name, c10::toString(t.scalar_type()), c10::str(t.sizes()),
                             c10::toString(target.stored_type), c10::str(target.stored_shape)));
+        // A NaN weight gives NaN months for every image, silently.
+        if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+            bad(file, fmt::format("weights hold NaN or infinity: '{}'", target.name));
     }
 
     torch::NoGradGuard no_grad;
@@ -270,11 +465,39 @@ void read_weights(const fs::path& file, const BoneAgeNet& net, ModelReader& read
     }
 }
 
+// The file's SHA-256 into `loaded`, and where the metadata records no model version, the version
+// worked out from the weights (from `weights_offset` on) as save_model does: one pass, so a
+// model is hashed once per load.
+void digest_file(ModelReader& reader, std::uint64_t weights_offset, LoadedModel& loaded) {
+    const bool derive = loaded.meta.model_version.empty();
+    Sha256 whole, weights;
+    std::vector<char> buffer(std::size_t(1) << 20);
+    for (std::uint64_t offset = 0; offset < reader.size();) {
+        const std::size_t got = reader.read(offset, buffer.data(), buffer.size());
+        if (got == 0) break;  // a read error: the weights' own reading names it
+        whole.update(buffer.data(), got);
+        if (derive && offset + got > weights_offset) {
+            const std::uint64_t skip = weights_offset > offset ? weights_offset - offset : 0;
+            weights.update(buffer.data() + skip, got - static_cast<std::size_t>(skip));
+        }
+        offset += got;
+    }
+    loaded.sha256 = whole.hex();
+    if (derive)
+        loaded.meta.model_version = model_version_of(loaded.meta.config.arch, weights.hex());
+}
+
 }  // namespace
 
 void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata& meta) {
     const WeightsDtype dtype = weights_dtype(file, meta.weights_dtype);
-    const std::string metadata = metadata_json(net, meta).dump();
+    // The weights are stored first in memory: the version written before them is their digest.
+    std::ostringstream archive;
+    write_weights(file, net, dtype, archive);
+    const std::string weights = archive.str();
+    const std::string version =
+        model_version_of(net->config().arch, sha256_hex(weights.data(), weights.size()));
+    const std::string metadata = metadata_json(net, meta, version).dump();
     std::string header(kMagic.begin(), kMagic.end());
     put_le<std::uint32_t>(header, kModelFormatVersion);
     put_le<std::uint64_t>(header, metadata.size());
@@ -285,7 +508,7 @@ void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata
         if (!out) throw Error(ErrorKind::NotFound, file, "cannot create the model file");
         out.write(header.data(), static_cast<std::streamsize>(header.size()));
         out.write(metadata.data(), static_cast<std::streamsize>(metadata.size()));
-        write_weights(file, net, dtype, out);
+        out.write(weights.data(), static_cast<std::streamsize>(weights.size()));
         out.close();
         if (!out) throw Error(ErrorKind::NotFound, file, "cannot write the model file");
         std::error_code ec;
@@ -317,30 +540,35 @@ LoadedModel load_model(const fs::path& file) {
 
     LoadedModel loaded;
     loaded.meta = parse_metadata(file, reader.bytes(kHeaderSize, metadata_size));
+    loaded.file = file;
+    digest_file(reader, kHeaderSize + metadata_size, loaded);
     const WeightsDtype dtype = weights_dtype(file, loaded.meta.weights_dtype);
+    const auto stored = read_stored_weights(file, reader, kHeaderSize + metadata_size);
     try {
         loaded.net = make_model(loaded.meta.config);
     } catch (const UsageError& e) {
-        bad(file, fmt::format("metadata names no model this build knows: {}", e.reason()));
+        bad(file, fmt::format("metadata names no model this build can make: {}", e.reason()));
+    } catch (const std::exception& e) {  // LibTorch's, out of memory among them
+        bad(file, fmt::format("the network cannot be built: {}", first_line(e.what())));
     }
-    read_weights(file, loaded.net, reader, kHeaderSize + metadata_size, dtype);
+    load_weights_into(file, loaded.net, stored, dtype);
     loaded.net->eval();
     return loaded;
 }
 
 fs::path find_bundled_file(const std::string& name) {
     std::vector<fs::path> candidates;
-#ifdef BONEAGE_SOURCE_DIR
-    candidates.push_back(fs::path(BONEAGE_SOURCE_DIR) / "models" / name);
-#endif
     std::error_code ec;
     const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
     if (!ec) {
-        // The build tree (build/boneage), or an install prefix (bin/boneage beside share/).
+        // Beside the executable, then under its install prefix (<prefix>/bin/boneage), before
+        // the source tree: an installed copy must not read the build machine's files.
         candidates.push_back(exe.parent_path() / "models" / name);
-        candidates.push_back(exe.parent_path().parent_path() / "models" / name);
         candidates.push_back(exe.parent_path().parent_path() / "share" / "boneage" / "models" / name);
     }
+#ifdef BONEAGE_SOURCE_DIR
+    candidates.push_back(fs::path(BONEAGE_SOURCE_DIR) / "models" / name);
+#endif
     for (const fs::path& c : candidates)
         if (fs::is_regular_file(c, ec)) return c;
     return {};

@@ -1,8 +1,10 @@
-// The version and commit this binary was built from (bench footers, --version). They live in
-// one generated file, so a new commit recompiles that file alone.
+// The version and commit this binary was built from (bench footers, --version): the library's
+// own (boneage/build_info.hpp), so the CLI and what the library writes never disagree.
 #pragma once
 
+#include <boneage/build_info.hpp>
+
 namespace boneage::cli {
-const char* build_version();
-const char* build_commit();
+using boneage::build_commit;
+using boneage::build_version;
 }  // namespace boneage::cli

@@ -11,6 +11,9 @@
 #include <climits>
 #include <iostream>
 #include <memory>
+#include <new>
+#include <string>
+#include <utility>
 
 namespace boneage::cli {
 
@@ -40,6 +43,32 @@ void keep_freed_blocks_for_reuse() {
     mallopt(M_TRIM_THRESHOLD, INT_MAX);
 }
 
+// What each exit status means; --help prints this table, so it cannot drift from the code.
+// Usage errors keep 2 (DESIGN.md), CLI11's own included, so a script tells a command line to
+// fix (2) from a file or disk to fix (3) from inputs that did not all succeed (1).
+const std::pair<Exit, const char*> kExitMeanings[] = {
+    {kOk, "every input succeeded"},
+    {kSomeFailed, "some inputs failed or were rejected; the others have their results"},
+    {kUsage, "usage error: an option or argument is missing, unknown or out of range"},
+    {kFatal,
+     "fatal error: a file the run needs (the model, the hand gate, a labels file) cannot be "
+     "read or is invalid, or an output cannot be written; the run stopped"},
+};
+
+std::string exit_status_help() {
+    std::string text = "Exit status:";
+    for (const auto& [code, meaning] : kExitMeanings)
+        text += "\n  " + std::to_string(static_cast<int>(code)) + "  " + meaning;
+    return text + "\n";
+}
+
+// The user sees one line, "boneage: FILE: reason" (a boneage::Error names its file in what()).
+// LibTorch's messages go on with a C++ backtrace after their first line; it is cut off.
+int report(const std::string& what, int code) {
+    std::cerr << "boneage: " << what.substr(0, what.find('\n')) << "\n";
+    return code;
+}
+
 }  // namespace
 
 }  // namespace boneage::cli
@@ -48,6 +77,7 @@ int main(int argc, char** argv) {
     using namespace boneage::cli;
     keep_freed_blocks_for_reuse();
     CLI::App app{"boneage: skeletal age in months from a hand radiograph"};
+    app.footer(exit_status_help());
     app.set_version_flag("--version", std::string("boneage ") + build_version() + " (" +
                                           build_commit() + ")");
     app.require_subcommand(1);
@@ -59,6 +89,9 @@ int main(int argc, char** argv) {
     for (const Command* c : sorted) {
         CLI::App* sub = app.add_subcommand(c->name, c->help);
         runners.emplace_back(sub, c->setup(*sub));
+        // After any footer of the command's own.
+        const std::string own = sub->get_footer();
+        sub->footer((own.empty() ? "" : own + "\n\n") + exit_status_help());
     }
 
     try {
@@ -70,12 +103,14 @@ int main(int argc, char** argv) {
     try {
         for (auto& [sub, run] : runners)
             if (sub->parsed()) return run();
-    } catch (const boneage::UsageError& e) {
-        std::cerr << "boneage: " << e.what() << "\n";
-        return kUsage;
+    } catch (const boneage::Error& e) {  // UsageError among them
+        return report(e.what(), e.kind() == boneage::ErrorKind::Usage ? kUsage : kFatal);
+    } catch (const std::bad_alloc&) {
+        return report("out of memory", kFatal);
     } catch (const std::exception& e) {
-        std::cerr << "boneage: error: " << e.what() << "\n";
-        return kSomeFailed;
+        return report(std::string("error: ") + e.what(), kFatal);
+    } catch (...) {
+        return report("error: an unknown exception", kFatal);
     }
     return kUsage;
 }

@@ -64,7 +64,9 @@ const Command prepare_command{
         sub.add_option("--images", a->images, "Folder of <id>.png|jpg|dcm images")
             ->required()
             ->check(CLI::ExistingDirectory);
-        sub.add_option("--labels", a->labels, "CSV with id,boneage,male (any column order)")
+        sub.add_option("--labels", a->labels,
+                       "labels CSV: id, bone age and sex columns in any order (id,boneage,male "
+                       "as RSNA; README: Labels files)")
             ->required()
             ->check(CLI::ExistingFile);
         sub.add_option("--out", a->out, "Cache file to write")->required();

@@ -87,7 +87,8 @@ int run_preprocess(PreprocessArgs& a) {
     check_stems(a.inputs);
     std::error_code ec;
     fs::create_directories(a.out, ec);
-    if (!fs::is_directory(a.out)) throw UsageError("cannot create the output folder " + a.out);
+    if (!fs::is_directory(a.out))
+        throw Error(ErrorKind::NotFound, a.out, "cannot create the output folder: " + ec.message());
 
     std::vector<std::string> failures(a.inputs.size());
     std::atomic<std::size_t> done{0};
@@ -123,10 +124,10 @@ const Command preprocess_command{
         sub.footer(
             "For each INPUT: DIR/<stem>.png (SIZE x SIZE, 8-bit grey) and DIR/<stem>.json with\n"
             "box (the hand, [x, y, w, h] in original pixels), crop (the box plus the margin),\n"
-            "method (\"threshold\" or \"full-frame\"), confidence (0..1), width, height,\n"
-            "warnings and the settings used. An input that cannot be read or processed gets no\n"
-            "output files; its reason is printed on stderr and the others go on.\n"
-            "Exit status: 0 all succeeded, 1 some inputs failed, 2 bad arguments.");
+            "method (\"threshold\", \"full-frame\", or \"preprocessed\" for an input that is\n"
+            "already a preprocessing output, passed through unchanged), confidence (0..1),\n"
+            "width, height, warnings and the settings used. An input that cannot be read or\n"
+            "processed gets no output files; its reason is printed on stderr and the others go on.");
         sub.add_option("inputs", a->inputs, "Radiographs: PNG, JPEG, BMP, TIFF or DICOM")
             ->required();
         sub.add_option("--out", a->out, "Output folder (created if missing)")->required();
