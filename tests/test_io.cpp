@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <boneage/error.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
 #include <cstdint>
@@ -233,6 +234,14 @@ void encapsulate_garbage(const fs::path& file, E_TransferSyntax syntax) {
 }  // namespace
 
 // ---------------------------------------------------------------- raster formats
+
+// What an answer may quote of an exception: its first line, never a backtrace after it.
+TEST(FirstLine, KeepsTheMessageAndDropsWhatFollowsItsFirstLineEnd) {
+    EXPECT_EQ(boneage::first_line("shape mismatch\nException raised from foo at bar.cpp:12"),
+              "shape mismatch");
+    EXPECT_EQ(boneage::first_line("one line"), "one line");
+    EXPECT_EQ(boneage::first_line("\nafter"), "");
+}
 
 TEST(ReadRadiograph, Grey8BitPngReadsBackExactly) {
     ScratchDir dir("io");

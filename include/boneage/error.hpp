@@ -30,6 +30,10 @@ enum class ErrorKind {
 
 const char* to_string(ErrorKind kind);
 
+// The first line of an exception's message: LibTorch appends a C++ backtrace on the lines
+// after it, which no answer should carry.
+std::string first_line(const std::string& message);
+
 class Error : public std::runtime_error {
 public:
     Error(ErrorKind kind, const std::filesystem::path& file, const std::string& reason);

@@ -152,7 +152,7 @@ HandGate HandGate::load(const std::filesystem::path& file) {
     } catch (const std::exception& e) {
         std::string what = e.what();
         throw Error(ErrorKind::BadModel, file,
-                    "not a readable hand gate file: " + what.substr(0, what.find('\n')));
+                    "not a readable hand gate file: " + first_line(what));
     }
     const double threshold = meta.value("threshold", -1.0);
     if (!(threshold > 0.0 && threshold < 1.0))

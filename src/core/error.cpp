@@ -26,4 +26,8 @@ Error::Error(ErrorKind kind, const std::filesystem::path& file, const std::strin
 Error::Error(ErrorKind kind, const std::string& reason)
     : std::runtime_error(reason), kind_(kind), reason_(reason) {}
 
+std::string first_line(const std::string& message) {
+    return message.substr(0, message.find('\n'));
+}
+
 }  // namespace boneage

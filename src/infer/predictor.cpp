@@ -312,7 +312,7 @@ std::vector<Prediction> Predictor::predict_batch(
             } catch (const std::exception& e) {
                 out[i].path = files[i];
                 out[i].status = "error";
-                out[i].message = e.what();
+                out[i].message = first_line(e.what());
             }
         });
         std::vector<const std::uint8_t*> ready;
@@ -331,7 +331,7 @@ std::vector<Prediction> Predictor::predict_batch(
         } catch (const std::exception& e) {
             for (std::size_t i : index) {
                 out[i].status = "error";
-                out[i].message = std::string("the model failed: ") + e.what();
+                out[i].message = "the model failed: " + first_line(e.what());
             }
         }
         done = end;

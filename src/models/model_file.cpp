@@ -159,9 +159,6 @@ fs::path temp_beside(const fs::path& file) {
            fmt::format(".{}.tmp-{}-{:08x}", file.filename().string(), ::getpid(), rd());
 }
 
-// The first line of a LibTorch message, without its C++ backtrace.
-std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
-
 // An open model file, read in pieces: the header and metadata first, then the weights
 // streamed into the archive reader without a second copy of the file in memory.
 class ModelReader {

@@ -39,7 +39,9 @@ PixelStats pixel_stats(const PreparedCache& cache, const std::vector<std::size_t
 double set_output_bias_to_mean(BoneAgeNetImpl& net, const PreparedCache& cache,
                                const std::vector<std::size_t>& rows, double target_months,
                                int batch_size, std::size_t max_images) {
-    torch::Tensor* bias = net.named_parameters().find("head.output.bias");
+    // The dict is kept: find() points into it, and its tensors share the parameters' storage.
+    auto parameters = net.named_parameters();
+    torch::Tensor* bias = parameters.find("head.output.bias");
     if (!bias)
         throw Error(ErrorKind::Internal, fmt::format("a {} net has no head.output.bias to set",
                                                      net.config().arch));

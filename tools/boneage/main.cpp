@@ -65,7 +65,7 @@ std::string exit_status_help() {
 // The user sees one line, "boneage: FILE: reason" (a boneage::Error names its file in what()).
 // LibTorch's messages go on with a C++ backtrace after their first line; it is cut off.
 int report(const std::string& what, int code) {
-    std::cerr << "boneage: " << what.substr(0, what.find('\n')) << "\n";
+    std::cerr << "boneage: " << boneage::first_line(what) << "\n";
     return code;
 }
 
