@@ -10,6 +10,7 @@
 #include <boneage/model.hpp>
 #include <boneage/synth.hpp>
 
+#include "model_support.hpp"
 #include "support.hpp"
 
 #include <dcmtk/config/osconfig.h>
@@ -95,19 +96,6 @@ std::string joined(const std::vector<std::string>& v) {
 const std::string kCli = BONEAGE_CLI;
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-// A fresh shallow model on 64 px inputs that ignores sex: enough to exercise the plumbing.
-fs::path tiny_model(const fs::path& file) {
-    torch::manual_seed(1);
-    ModelConfig config;
-    config.input_size = 64;
-    config.label_offset = 120;
-    config.label_scale = 40;
-    ModelMetadata meta;
-    meta.config = config;
-    meta.preprocess.output_size = 64;
-    save_model(file, make_model(config), meta);
-    return file;
-}
 
 DicomIdentity girl_identity() {
     DicomIdentity id;
@@ -406,7 +394,7 @@ TEST(DicomSr, RefusesAnInputThatIsNotDicom) {
 
 struct CliInputs {
     ScratchDir dir{"clinical-cli"};
-    fs::path model = tiny_model(dir / "tiny.bin");
+    fs::path model = test::write_tiny_model(dir / "tiny.bin");  // a shallow net ignoring sex
     HandFiles hand{dir.path(), girl_identity()};
 };
 

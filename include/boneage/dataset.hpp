@@ -54,6 +54,10 @@ Labels read_labels(const std::filesystem::path& csv, bool strict = false);
 // female, any case; nullopt for anything else (numbers included).
 std::optional<bool> parse_sex(const std::string& text);
 
+// `text` as one field of a CSV file that boneage writes: as it is, or in double quotes (with
+// "" for a quote) where it holds a comma, a quote or a line end.
+std::string csv_field(const std::string& text);
+
 // One input of a prediction manifest.
 struct ManifestRow {
     std::filesystem::path path;  // the radiograph; a relative one resolved against the CSV's folder

@@ -1,6 +1,7 @@
 // The CSV reading that labels files and prediction manifests share (csv.hpp).
 #include "data/csv.hpp"
 
+#include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
 
 #include <fmt/format.h>
@@ -110,3 +111,14 @@ std::optional<double> parse_age(const std::string& text) {
 }
 
 }  // namespace boneage::csv
+
+namespace boneage {
+
+std::string csv_field(const std::string& text) {
+    if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+    std::string out = "\"";
+    for (char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return out + "\"";
+}
+
+}  // namespace boneage

@@ -54,13 +54,6 @@ nlohmann::json to_json(const std::vector<GroupErrors>& groups) {
     return out;
 }
 
-std::string csv_field(const std::string& text) {
-    if (text.find_first_of(",\"\n") == std::string::npos) return text;
-    std::string out = "\"";
-    for (char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-    return out + "\"";
-}
-
 void write_joined(const std::string& file, const std::vector<std::vector<ItemResult>>& parts) {
     const std::string tmp = file + ".tmp";
     {

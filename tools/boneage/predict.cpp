@@ -39,13 +39,6 @@ struct PredictArgs {
                                        // sex and age, instead of `inputs`, --sex and the ages
 };
 
-std::string csv_field(const std::string& text) {
-    if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
-    std::string out = "\"";
-    for (char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-    return out + "\"";
-}
-
 std::string joined(const std::vector<std::string>& items, const char* separator) {
     std::string out;
     for (const std::string& s : items) out += (out.empty() ? "" : separator) + s;
