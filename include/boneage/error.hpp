@@ -25,6 +25,7 @@ enum class ErrorKind {
     BadData,        // a dataset, labels file or cache with invalid content
     BadModel,       // not a boneage model file, or of another version
     Usage,          // invalid arguments or settings
+    CannotWrite,    // an output cannot be written (no space left, read-only folder, no permission)
     Internal,       // a bug: an invariant did not hold
 };
 

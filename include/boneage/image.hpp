@@ -97,7 +97,8 @@ void write_dicom(const std::filesystem::path& file, const cv::Mat& grey,
                  const DicomIdentity& identity, bool monochrome1 = false,
                  double pixel_spacing_mm = 0.0);
 
-// Writes an image with OpenCV; the format follows the extension. Throws boneage::Error.
+// Writes an image with OpenCV, whole or not at all (durable_file.hpp); the format follows the
+// extension. Throws boneage::Error (CannotWrite naming the path when the disk says no).
 void write_image(const std::filesystem::path& file, const cv::Mat& image);
 
 }  // namespace boneage

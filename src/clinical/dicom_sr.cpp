@@ -3,6 +3,7 @@
 // algorithm; the Z-score, reference SD and interpretation have no standard code and use the
 // private coding scheme 99BONEAGE (the "99" prefix the standard reserves for private schemes).
 #include <boneage/dicom_sr.hpp>
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 
 #include <dcmtk/config/osconfig.h>
@@ -157,10 +158,12 @@ void write_bone_age_sr(const std::filesystem::path& file, const Prediction& p,
 
     DcmFileFormat out;
     tree.check(doc.write(*out.getDataset()), "writing the dataset");
-    const OFCondition saved = out.saveFile(file.c_str(), EXS_LittleEndianExplicit);
+    TempFileGuard tmp(temp_beside(file));
+    const OFCondition saved = out.saveFile(tmp.path().c_str(), EXS_LittleEndianExplicit);
     if (saved.bad())
-        throw Error(ErrorKind::NotFound, file,
+        throw Error(ErrorKind::CannotWrite, file,
                     std::string("could not be written: ") + saved.text());
+    tmp.commit(file);
 }
 
 }  // namespace boneage

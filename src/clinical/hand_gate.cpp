@@ -5,10 +5,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
 #include <boneage/hand_gate.hpp>
 #include <cstdlib>
+#include <sstream>
 #include <opencv2/imgproc.hpp>
 
 #include "clinical/gate_net.hpp"
@@ -112,15 +114,9 @@ void HandGate::save(const std::filesystem::path& file) const {
     torch::serialize::OutputArchive archive;
     net_->save(archive);
     archive.write("gate_meta", c10::IValue(meta.dump()));
-    const std::filesystem::path partial = file.string() + ".partial";
-    try {
-        archive.save_to(partial.string());
-    } catch (const std::exception& e) {
-        throw Error(ErrorKind::NotFound, file, std::string("cannot be written: ") + e.what());
-    }
-    std::error_code ec;
-    std::filesystem::rename(partial, file, ec);
-    if (ec) throw Error(ErrorKind::NotFound, file, "cannot be written: " + ec.message());
+    std::ostringstream bytes;  // in memory first: LibTorch's file writer aborts on a full disk
+    archive.save_to(bytes);
+    write_file_atomically(file, bytes.str());
 }
 
 HandGate HandGate::load(const std::filesystem::path& file) {

@@ -14,6 +14,7 @@ const char* to_string(ErrorKind kind) {
         case ErrorKind::BadData: return "bad data";
         case ErrorKind::BadModel: return "bad model";
         case ErrorKind::Usage: return "usage";
+        case ErrorKind::CannotWrite: return "cannot write";
         case ErrorKind::Internal: return "internal";
     }
     return "unknown";

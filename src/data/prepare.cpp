@@ -1,6 +1,7 @@
 // prepare_dataset: every labelled image read, preprocessed and streamed into one cache file.
 #include "data/cache_format.hpp"
 
+#include <boneage/durable_file.hpp>
 #include <boneage/build_info.hpp>
 #include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
@@ -64,8 +65,7 @@ public:
     // succeeded are known.
     CacheWriter(fs::path out, std::size_t header_bytes)
         : out_(std::move(out)), header_bytes_(header_bytes) {
-        tmp_ = out_;
-        tmp_ += fmt::format(".tmp.{}", ::getpid());
+        tmp_ = temp_beside(out_);
         if (out_.has_parent_path()) {
             std::error_code ec;
             fs::create_directories(out_.parent_path(), ec);
@@ -105,10 +105,8 @@ public:
         int closed = std::fclose(file_);
         file_ = nullptr;
         if (closed != 0) fail("cannot finish writing");
-        std::error_code ec;
-        fs::rename(tmp_, out_, ec);
-        if (ec) throw Error(ErrorKind::NotFound, out_, "cannot move the cache into place: " + ec.message());
-        committed_ = true;
+        committed_ = true;  // commit_file removes the temporary file itself when it fails
+        commit_file(tmp_, out_);
     }
 
 private:
@@ -117,7 +115,7 @@ private:
     }
 
     [[noreturn]] void fail(const char* what) {
-        throw Error(ErrorKind::NotFound, tmp_, fmt::format("{}: {}", what, std::strerror(errno)));
+        throw Error(ErrorKind::CannotWrite, out_, fmt::format("{}: {}", what, std::strerror(errno)));
     }
 
     fs::path out_, tmp_;

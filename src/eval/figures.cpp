@@ -2,6 +2,7 @@
 
 #include "eval/gnuplot.hpp"
 
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 
 #include <fmt/format.h>
@@ -17,9 +18,7 @@ namespace {
 const char* kPalette[] = {"#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377"};
 
 void write_file(const std::filesystem::path& file, const std::string& text) {
-    std::ofstream out(file, std::ios::binary);
-    out << text;
-    if (!out) throw Error(ErrorKind::NotFound, file, "cannot write");
+    write_file_atomically(file, text);
 }
 
 // The terminal line and common settings every figure opens with.

@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -26,6 +27,18 @@ std::string read_tail(const std::filesystem::path& file, std::size_t max_chars) 
     ss << in.rdbuf();
     std::string text = ss.str();
     return text.size() > max_chars ? "..." + text.substr(text.size() - max_chars) : text;
+}
+
+// A whole PNG ends with its IEND chunk: zero length, "IEND", then that chunk's CRC.
+bool ends_with_png_trailer(const std::filesystem::path& file) {
+    static const unsigned char kTrailer[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D',
+                                               0xAE, 0x42, 0x60, 0x82};
+    std::ifstream in(file, std::ios::binary | std::ios::ate);
+    if (!in || in.tellg() < std::streamoff(sizeof kTrailer)) return false;
+    in.seekg(-std::streamoff(sizeof kTrailer), std::ios::end);
+    unsigned char tail[sizeof kTrailer];
+    in.read(reinterpret_cast<char*>(tail), sizeof tail);
+    return in && std::equal(std::begin(tail), std::end(tail), std::begin(kTrailer));
 }
 
 }  // namespace
@@ -73,9 +86,19 @@ void run(const std::filesystem::path& script, const std::filesystem::path& outpu
     std::string command = shell_quote(exe.string()) + " " + shell_quote(script.string()) +
                           " </dev/null >" + shell_quote(log.string()) + " 2>&1";
     int status = std::system(command.c_str());
-    if (status != 0 || !std::filesystem::exists(output))
+    if (status != 0 || !std::filesystem::exists(output)) {
+        std::filesystem::remove(output, ec);
         throw Error(ErrorKind::Internal, script,
                     "gnuplot failed (status " + std::to_string(status) + "): " + read_tail(log, 600));
+    }
+    // gnuplot exits 0 even when the disk filled under it; a PNG without its closing chunk is
+    // a cut figure, never left under the final name.
+    if (!ends_with_png_trailer(output)) {
+        std::filesystem::remove(output, ec);
+        throw Error(ErrorKind::CannotWrite, output,
+                    "the figure was cut short while being written (disk full?): " +
+                        read_tail(log, 300));
+    }
 }
 
 }  // namespace boneage::gnuplot

@@ -4,6 +4,7 @@
 
 #include "eval/figures.hpp"
 
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
 
@@ -36,10 +37,7 @@ std::vector<std::string> unique_labels(const std::vector<Evaluation>& evals) {
 }
 
 void write_text(const std::filesystem::path& file, const std::string& text) {
-    std::ofstream out(file, std::ios::binary);
-    out << text;
-    out.close();
-    if (!out) throw Error(ErrorKind::NotFound, file, "cannot write the file");
+    write_file_atomically(file, text);
 }
 
 std::string predictions_csv(const std::vector<Evaluation>& evals,

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <string>
 
+#include <boneage/durable_file.hpp>
+
 #include "io/readers.hpp"
 
 namespace boneage {
@@ -115,10 +117,12 @@ void write_dicom(const std::filesystem::path& file, const cv::Mat& grey,
     else
         out.check(ds.putAndInsertUint8Array(DCM_PixelData, stored.ptr<Uint8>(), count));
 
-    const OFCondition saved = dicom.saveFile(file.c_str(), EXS_LittleEndianExplicit);
+    TempFileGuard tmp(temp_beside(file));
+    const OFCondition saved = dicom.saveFile(tmp.path().c_str(), EXS_LittleEndianExplicit);
     if (saved.bad())
-        throw Error(ErrorKind::NotFound, file,
+        throw Error(ErrorKind::CannotWrite, file,
                     std::string("could not be written: ") + saved.text());
+    tmp.commit(file);
 }
 
 }  // namespace boneage

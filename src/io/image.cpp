@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <boneage/durable_file.hpp>
+
 #include "io/readers.hpp"
 
 namespace boneage {
@@ -155,15 +157,17 @@ cv::Mat to_grey8(const cv::Mat& image, std::string_view who) {
 
 void write_image(const fs::path& file, const cv::Mat& image) {
     if (image.empty()) throw Error(ErrorKind::Usage, file, "nothing to write: the image is empty");
-    bool written = false;
+    // Encoded in memory, then written whole or not at all: a full disk never leaves a cut
+    // image under the final name.
+    std::vector<unsigned char> bytes;
     try {
-        written = cv::imwrite(file.string(), image);
+        if (!cv::imencode(file.extension().string(), image, bytes))
+            throw Error(ErrorKind::Unsupported, file, "OpenCV cannot encode this image");
     } catch (const cv::Exception& e) {
         throw Error(ErrorKind::Unsupported, file, "OpenCV cannot write this image: " + e.msg);
     }
-    if (!written)
-        throw Error(ErrorKind::NotFound, file,
-                    "could not be written (missing folder or no permission?)");
+    write_file_atomically(
+        file, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace boneage

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <boneage/build_info.hpp>
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
 #include <boneage/sha256.hpp>
@@ -151,12 +152,6 @@ void write_weights(const fs::path& file, const BoneAgeNet& net, WeightsDtype dty
     for (const auto& b : net->named_buffers())
         archive.write(b.key(), portable(b.value()), /*is_buffer=*/true);
     archive.save_to(out);
-}
-
-fs::path temp_beside(const fs::path& file) {
-    std::random_device rd;
-    return file.parent_path() /
-           fmt::format(".{}.tmp-{}-{:08x}", file.filename().string(), ::getpid(), rd());
 }
 
 // An open model file, read in pieces: the header and metadata first, then the weights
@@ -499,25 +494,8 @@ void save_model(const fs::path& file, const BoneAgeNet& net, const ModelMetadata
     put_le<std::uint32_t>(header, kModelFormatVersion);
     put_le<std::uint64_t>(header, metadata.size());
 
-    const fs::path temp = temp_beside(file);
-    try {
-        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-        if (!out) throw Error(ErrorKind::NotFound, file, "cannot create the model file");
-        out.write(header.data(), static_cast<std::streamsize>(header.size()));
-        out.write(metadata.data(), static_cast<std::streamsize>(metadata.size()));
-        out.write(weights.data(), static_cast<std::streamsize>(weights.size()));
-        out.close();
-        if (!out) throw Error(ErrorKind::NotFound, file, "cannot write the model file");
-        std::error_code ec;
-        fs::rename(temp, file, ec);
-        if (ec)
-            throw Error(ErrorKind::NotFound, file,
-                        fmt::format("cannot write the model file: {}", ec.message()));
-    } catch (...) {
-        std::error_code ignored;
-        fs::remove(temp, ignored);
-        throw;
-    }
+    remove_stale_temps(file);
+    write_file_atomically(file, header + metadata + weights);
 }
 
 LoadedModel load_model(const fs::path& file) {

@@ -5,8 +5,10 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <mutex>
+#include <sstream>
 #include <system_error>
 
 namespace boneage::detail {
@@ -105,19 +107,12 @@ void save_checkpoint(const std::filesystem::path& file, const CheckpointState& s
     archive.write("torch_rng", at::detail::getDefaultCPUGenerator().get_state(),
                   /*is_buffer=*/true);
 
-    std::filesystem::path tmp = file;
-    tmp += ".tmp";
-    try {
-        archive.save_to(tmp.string());
-    } catch (const c10::Error& e) {
-        throw Error(
-            ErrorKind::NotFound, tmp,
-            "cannot write the checkpoint (" + std::string(e.what_without_backtrace()) + ")");
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, file, ec);
-    if (ec)
-        throw Error(ErrorKind::NotFound, file, "cannot replace the checkpoint: " + ec.message());
+    // Serialised in memory, then written whole: LibTorch's file writer aborts the process
+    // when the disk fills under it, and a checkpoint must fail as an error that names it.
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    remove_stale_temps(file);  // a run killed while writing its checkpoint left one behind
+    write_file_atomically(file, bytes.str());
 }
 
 CheckpointState read_checkpoint_state(const std::filesystem::path& file) {

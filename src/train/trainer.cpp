@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <boneage/autocast.hpp>
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/memory_format.hpp>
 #include <boneage/parallel.hpp>
@@ -164,19 +165,12 @@ void set_input_normalisation(ModelConfig& config, const detail::TrainData& data)
 }
 
 void write_history_csv(const std::filesystem::path& file, const std::vector<EpochStats>& history) {
-    std::filesystem::path tmp = file;
-    tmp += ".tmp";
-    {
-        std::ofstream out(tmp);
-        if (!out) throw Error(ErrorKind::NotFound, tmp, "cannot write the training history");
-        out << "epoch,train_loss,train_mae,val_loss,val_mae,val_rmse,ms_per_step,seconds,lr\n";
-        for (const EpochStats& s : history)
-            out << fmt::format("{},{:.6g},{:.6g},{:.6g},{:.6g},{:.6g},{:.3f},{:.3f},{:.6g}\n",
-                               s.epoch, s.train_loss, s.train_mae, s.val_loss, s.val_mae,
-                               s.val_rmse, s.ms_per_step, s.seconds, s.lr);
-        if (!out) throw Error(ErrorKind::NotFound, tmp, "cannot write the training history");
-    }
-    std::filesystem::rename(tmp, file);
+    std::string csv = "epoch,train_loss,train_mae,val_loss,val_mae,val_rmse,ms_per_step,seconds,lr\n";
+    for (const EpochStats& s : history)
+        csv += fmt::format("{},{:.6g},{:.6g},{:.6g},{:.6g},{:.6g},{:.3f},{:.3f},{:.6g}\n", s.epoch,
+                           s.train_loss, s.train_mae, s.val_loss, s.val_mae, s.val_rmse,
+                           s.ms_per_step, s.seconds, s.lr);
+    write_file_atomically(file, csv);
 }
 
 void save_run(Run& run) {

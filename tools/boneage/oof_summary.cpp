@@ -3,6 +3,7 @@
 // age band and sex, as a markdown table (or JSON), and the joined predictions as one CSV.
 #include "command.hpp"
 
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/evaluate.hpp>
 
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 namespace boneage::cli {
 
@@ -55,19 +57,14 @@ nlohmann::json to_json(const std::vector<GroupErrors>& groups) {
 }
 
 void write_joined(const std::string& file, const std::vector<std::vector<ItemResult>>& parts) {
-    const std::string tmp = file + ".tmp";
-    {
-        std::ofstream out(tmp);
-        if (!out) throw Error(ErrorKind::NotFound, tmp, "cannot write the joined predictions");
-        out << "id,true,predicted,male,error,fold\n";
-        for (std::size_t k = 0; k < parts.size(); ++k)
-            for (const ItemResult& r : parts[k])
-                out << fmt::format("{},{:.2f},{:.3f},{},{:.3f},{}\n", csv_field(r.id),
-                                   r.true_months, r.predicted_months, r.male ? "True" : "False",
-                                   r.error(), k);
-        if (!out) throw Error(ErrorKind::NotFound, tmp, "cannot write the joined predictions");
-    }
-    std::filesystem::rename(tmp, file);
+    std::ostringstream out;
+    out << "id,true,predicted,male,error,fold\n";
+    for (std::size_t k = 0; k < parts.size(); ++k)
+        for (const ItemResult& r : parts[k])
+            out << fmt::format("{},{:.2f},{:.3f},{},{:.3f},{}\n", csv_field(r.id),
+                               r.true_months, r.predicted_months, r.male ? "True" : "False",
+                               r.error(), k);
+    boneage::write_file_atomically(file, out.str());
 }
 
 int run_oof_summary(const OofArgs& a) {

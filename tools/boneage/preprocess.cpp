@@ -3,6 +3,7 @@
 #include "command.hpp"
 #include "progress_bar.hpp"
 
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
@@ -63,9 +64,7 @@ void preprocess_one(const fs::path& input, const fs::path& out_dir,
     const std::string stem = input.stem().string();
     write_image(out_dir / (stem + ".png"), result.image);
     const fs::path json_path = out_dir / (stem + ".json");
-    std::ofstream json_file(json_path);
-    json_file << describe(input, radiograph, result, settings).dump(2) << "\n";
-    if (!json_file) throw Error(ErrorKind::NotFound, json_path, "could not be written");
+    write_file_atomically(json_path, describe(input, radiograph, result, settings).dump(2) + "\n");
 }
 
 // Two inputs with the same stem would overwrite each other's outputs.
