@@ -430,8 +430,9 @@ TEST_F(PrepareTest, StrictStopsAtTheFirstBadRowAndWritesNothing) {
     EXPECT_THROW(prepare_dataset(o), Error);
     EXPECT_TRUE(fs::is_empty(out.path()));
 
-    // With the bad label rows gone, the unreadable image is the first failure.
-    std::string csv = read_bytes(images() / "labels.csv") + "8888,100,False\n";
+    // With the bad label rows gone (and every image named), the unreadable image is the
+    // first failure.
+    std::string csv = read_bytes(images() / "labels.csv") + "7777,100,True\n8888,100,False\n";
     write_text(out / "unreadable.csv", csv);
     o.labels_csv = out / "unreadable.csv";
     o.out = out / "sub" / "set.bin";
@@ -439,9 +440,67 @@ TEST_F(PrepareTest, StrictStopsAtTheFirstBadRowAndWritesNothing) {
         prepare_dataset(o);
         FAIL() << "strict prepare accepted an unreadable image";
     } catch (const Error& e) {
-        EXPECT_NE(e.reason().find("line 14, id 8888"), std::string::npos) << e.what();
+        EXPECT_NE(e.reason().find("line 15, id 8888"), std::string::npos) << e.what();
     }
     EXPECT_FALSE(fs::exists(out / "sub" / "set.bin"));
+}
+
+// Every kind of trouble a labels file and its folder can hold, each reported with the rest
+// prepared, and each refused by strict.
+TEST(Prepare, ReportsBadRowsDuplicatesMissingAndUnlabelledImagesAndPreparesTheRest) {
+    ScratchDir dir("prepare-trouble");
+    SynthOptions synth;
+    synth.width = 256;
+    synth.height = 320;
+    const std::vector<Phantom> phantoms = write_phantom_set(dir / "images", 4, 9, synth);
+    const std::string a = phantoms[0].label.id, b = phantoms[1].label.id,
+                      c = phantoms[2].label.id, d = phantoms[3].label.id;
+    write_text(dir / "images" / "notes.txt", "not an image, never reported");
+    write_text(dir / "labels.csv", "id,boneage,male\n" +
+                                       a + ",100,True\n" +     // line 2: good
+                                       b + ",ten,False\n" +    // 3: age not a number
+                                       c + ",90,False\n" +     // 4: good
+                                       c + ",91,False\n" +     // 5: duplicate id
+                                       "4242,120,True\n");     // 6: no image
+    // d.png is in the folder with no row at all.
+
+    PrepareOptions o;
+    o.images_dir = dir / "images";
+    o.labels_csv = dir / "labels.csv";
+    o.out = dir / "set.bin";
+    o.settings.output_size = 32;
+    const PrepareReport report = prepare_dataset(o);
+    EXPECT_EQ(report.written, 2u);
+    ASSERT_EQ(report.rejected.size(), 3u);
+    EXPECT_EQ(report.rejected[0].line, 3);
+    EXPECT_EQ(report.rejected[1].line, 5);
+    EXPECT_NE(report.rejected[1].reason.find("duplicate"), std::string::npos);
+    EXPECT_EQ(report.rejected[2].line, 6);
+    EXPECT_NE(report.rejected[2].reason.find("missing image"), std::string::npos);
+    // b has a (bad) row, so only d is unlabelled.
+    ASSERT_EQ(report.unlabelled.size(), 1u);
+    EXPECT_EQ(report.unlabelled[0].filename(), d + ".png");
+    PreparedCache cache(o.out);
+    ASSERT_EQ(cache.size(), 2u);
+    EXPECT_EQ(cache.id(0), a);
+    EXPECT_EQ(cache.id(1), c);
+
+    // Strict refuses each kind in turn, and writes nothing.
+    o.strict = true;
+    o.out = dir / "strict.bin";
+    EXPECT_THROW(prepare_dataset(o), Error);  // line 3
+    write_text(dir / "labels.csv",
+               "id,boneage,male\n" + a + ",100,True\n" + c + ",90,False\n4242,120,True\n");
+    EXPECT_THROW(prepare_dataset(o), Error);  // no image for 4242
+    write_text(dir / "labels.csv", "id,boneage,male\n" + a + ",100,True\n" + c + ",90,False\n");
+    try {
+        prepare_dataset(o);
+        FAIL() << "strict prepare accepted images no row names";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.file().filename(), b + ".png");  // b and d, sorted: the first named
+        EXPECT_NE(e.reason().find("2 such images"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(o.out));
 }
 
 TEST_F(PrepareTest, SettingsTravelWithTheCache) {

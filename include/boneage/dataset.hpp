@@ -76,6 +76,9 @@ std::vector<ManifestRow> read_manifest(const std::filesystem::path& csv);
 // that exists; empty path when none does.
 std::filesystem::path find_image(const std::filesystem::path& dir, const std::string& id);
 
+// True when `file`'s extension is one find_image looks for (any case).
+bool has_image_extension(const std::filesystem::path& file);
+
 struct PrepareOptions {
     std::filesystem::path images_dir;
     std::filesystem::path labels_csv;
@@ -89,10 +92,14 @@ struct PrepareOptions {
 struct PrepareReport {
     std::size_t written = 0;
     std::vector<RejectedRow> rejected;  // rows of the CSV and images that failed, with reasons
+    // Images in the folder that no row of the labels names (not prepared), sorted. Not an
+    // error: a fold's labels often name part of a shared folder; strict refuses them.
+    std::vector<std::filesystem::path> unlabelled;
 };
 
 // Preprocesses every labelled image and writes the cache atomically (temporary file, then
-// rename). Throws boneage::Error on I/O failure, or on the first bad row when strict.
+// rename). Throws boneage::Error on I/O failure, or when strict on the first bad row, missing
+// or unreadable image, or on an image no row names.
 PrepareReport prepare_dataset(const PrepareOptions& options);
 
 // A prepared cache, memory-mapped read-only. File layout (little-endian):

@@ -6,13 +6,24 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 
 namespace boneage {
 
+namespace {
+const char* const kExtensions[] = {".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp"};
+}  // namespace
+
+bool has_image_extension(const std::filesystem::path& file) {
+    std::string ext = file.extension().string();
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const char* known : kExtensions)
+        if (ext == known) return true;
+    return false;
+}
+
 std::filesystem::path find_image(const std::filesystem::path& dir, const std::string& id) {
-    static const char* const kExtensions[] = {".png", ".jpg", ".jpeg", ".dcm",
-                                              ".tif", ".tiff", ".bmp"};
     // An id is a file stem, never a path: "../x" must not reach outside the folder.
     if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..") return {};
     for (const char* ext : kExtensions) {

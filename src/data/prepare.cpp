@@ -1,9 +1,9 @@
 // prepare_dataset: every labelled image read, preprocessed and streamed into one cache file.
 #include "data/cache_format.hpp"
 
-#include <boneage/durable_file.hpp>
 #include <boneage/build_info.hpp>
 #include <boneage/dataset.hpp>
+#include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <unordered_set>
 
 namespace boneage {
 
@@ -159,6 +160,21 @@ std::vector<Candidate> find_images(const PrepareOptions& o, const Labels& labels
     return found;
 }
 
+// The images in `dir` whose stem no row names, good or rejected, sorted.
+std::vector<fs::path> unlabelled_images(const fs::path& dir, const Labels& labels) {
+    std::unordered_set<std::string> named;
+    for (const LabelRow& row : labels.rows) named.insert(row.id);
+    for (const RejectedRow& row : labels.rejected) named.insert(row.id);
+    std::vector<fs::path> out;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_regular_file(ec) && has_image_extension(it->path()) &&
+            !named.count(it->path().stem().string()))
+            out.push_back(it->path());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
 // Calls the user's progress callback one call at a time, with a count that only grows.
 class Progress {
 public:
@@ -197,6 +213,12 @@ PrepareReport prepare_dataset(const PrepareOptions& o) {
     PrepareReport report;
     report.rejected = labels.rejected;
     std::vector<Candidate> candidates = find_images(o, labels, report.rejected);
+    report.unlabelled = unlabelled_images(o.images_dir, labels);
+    if (o.strict && !report.unlabelled.empty())
+        throw Error(ErrorKind::BadData, report.unlabelled.front(),
+                    fmt::format("no row of {} names this image ({} such image{} in all)",
+                                o.labels_csv.string(), report.unlabelled.size(),
+                                report.unlabelled.size() == 1 ? "" : "s"));
 
     // The header of all candidates bounds the final one: failures only remove entries.
     std::vector<LabelRow> rows;

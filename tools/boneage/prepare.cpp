@@ -19,7 +19,7 @@ struct PrepareArgs {
     std::string images;         // folder of <id>.png|jpg|dcm|...
     std::string labels;         // CSV id,boneage,male (columns in any order)
     std::string out;            // the cache file to write
-    bool strict = false;        // stop at the first bad row (exit 1) instead of skipping it
+    bool strict = false;        // stop at the first bad row or image (exit 3) instead of skipping it
     int threads = 0;            // worker threads; 0: one per core
     PreprocessSettings settings;  // --size, --no-crop, --clahe-clip, --clahe-grid
     bool no_crop = false;       // keep the whole frame instead of cropping to the hand
@@ -49,6 +49,17 @@ int run_prepare(PrepareArgs& a) {
     for (const RejectedRow& r : report.rejected)
         std::cerr << fmt::format("line {}, id {}: {}\n", r.line, r.id.empty() ? "?" : r.id,
                                  r.reason);
+    if (!report.unlabelled.empty()) {
+        std::string names;
+        for (std::size_t i = 0; i < report.unlabelled.size() && i < 5; ++i)
+            names += (i ? ", " : "") + report.unlabelled[i].filename().string();
+        if (report.unlabelled.size() > 5)
+            names += fmt::format(" and {} more", report.unlabelled.size() - 5);
+        std::cerr << fmt::format("{} image{} in {} ha{} no row in {} (not prepared): {}\n",
+                                 report.unlabelled.size(), report.unlabelled.size() == 1 ? "" : "s",
+                                 a.images, report.unlabelled.size() == 1 ? "s" : "ve", a.labels,
+                                 names);
+    }
     std::size_t total = report.written + report.rejected.size();
     std::cerr << fmt::format("prepared {} of {} images; {} skipped\n", report.written, total,
                              report.rejected.size());
@@ -70,7 +81,9 @@ const Command prepare_command{
             ->required()
             ->check(CLI::ExistingFile);
         sub.add_option("--out", a->out, "Cache file to write")->required();
-        sub.add_flag("--strict", a->strict, "Stop at the first bad row instead of skipping it");
+        sub.add_flag("--strict", a->strict,
+                     "Stop at the first bad row, missing or unreadable image, or image no row "
+                     "names, instead of reporting it and preparing the rest");
         sub.add_option("--threads", a->threads, "Worker threads (0: one per core)")
             ->check(CLI::NonNegativeNumber)
             ->capture_default_str();
