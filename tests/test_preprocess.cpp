@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "preprocess/hand_finder_steps.hpp"
 #include "support.hpp"
 
 namespace {
@@ -83,6 +84,60 @@ TEST(HandFinder, FindsTheWholeHandOnPhantomsWithNuisances) {
         << s.tight << " of " << s.count << " boxes had IoU >= 0.9";
     EXPECT_LE(s.worst_cut_off, 0.01) << "phantom " << s.worst << " lost " << s.worst_cut_off
                                      << " of its hand outside the crop";
+}
+
+// find_hand computes its steps the fast way (ellipse morphology run by run, intermediates
+// shared between steps); find_hand_reference computes them as the finder was first written
+// (OpenCV's own morphology, every step on its own). The boxes must agree on phantoms of every
+// size and nuisance; measured, they are equal to the pixel.
+TEST(HandFinder, FastFinderAgreesWithTheReferenceOnPhantoms) {
+    const std::vector<cv::Size> frames = {{512, 640}, {640, 512}, {300, 420}, {1000, 1300},
+                                          {512, 512}};
+    const std::vector<boneage::PhantomLabel> labels = boneage::phantom_labels(40, 11);
+    int equal = 0;
+    for (int i = 0; i < 40; ++i) {
+        SCOPED_TRACE(labels[i].id);
+        boneage::SynthOptions o;
+        o.width = frames[i % frames.size()].width;
+        o.height = frames[i % frames.size()].height;
+        o.nuisances = i % 8 != 7;  // mostly with every nuisance, some clean
+        o.bits16 = i % 5 == 3;
+        const boneage::Phantom p = boneage::make_phantom(labels[i], 500 + i, o);
+        const cv::Mat grey = boneage::to_8bit(p.image);
+        const boneage::HandBox fast = boneage::find_hand(grey);
+        const boneage::HandBox reference = boneage::hand_finder::find_hand_reference(grey);
+        EXPECT_GE(iou(fast.box, reference.box), 0.95)
+            << "fast " << fast.box << ", reference " << reference.box;
+        EXPECT_EQ(fast.method, reference.method);
+        if (fast.box == reference.box) ++equal;
+    }
+    EXPECT_GE(equal, 38) << "boxes equal to the pixel on " << equal << " of 40 phantoms";
+}
+
+// The ellipse morphology the fast finder uses gives OpenCV's pixels, at the frame's edges too.
+TEST(HandFinder, EllipseMorphologyGivesOpenCvsPixels) {
+    cv::RNG rng(3);
+    for (const cv::Size size : {cv::Size(1, 1), cv::Size(1, 9), cv::Size(7, 3), cv::Size(40, 33),
+                                cv::Size(512, 400)}) {
+        for (const int k : {3, 7, 9, 31}) {
+            SCOPED_TRACE(::testing::Message() << size << " k=" << k);
+            cv::Mat noise(size, CV_8UC1), mask;
+            rng.fill(noise, cv::RNG::UNIFORM, 0, 256);
+            mask = noise > 250;  // sparse specks, which dilation grows into ellipses
+            const cv::Mat element =
+                cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(k, k));
+            cv::Mat dilated, closed, closed_grey;
+            cv::dilate(mask, dilated, element);
+            cv::morphologyEx(mask, closed, cv::MORPH_CLOSE, element);
+            cv::morphologyEx(noise, closed_grey, cv::MORPH_CLOSE, element);
+            EXPECT_EQ(cv::norm(boneage::hand_finder::dilate_ellipse(mask, k), dilated,
+                               cv::NORM_INF), 0.0);
+            EXPECT_EQ(cv::norm(boneage::hand_finder::close_ellipse(mask, k), closed,
+                               cv::NORM_INF), 0.0);
+            EXPECT_EQ(cv::norm(boneage::hand_finder::close_ellipse(noise, k), closed_grey,
+                               cv::NORM_INF), 0.0);
+        }
+    }
 }
 
 TEST(HandFinder, BlankImageKeepsTheWholeFrameWithAWarning) {

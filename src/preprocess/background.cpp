@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace boneage::hand_finder {
 
@@ -89,29 +91,59 @@ double median_of(std::vector<float>& v) {
     return *mid;
 }
 
+// The bits of a float of at most zero, as an unsigned key that orders as its magnitude does.
+std::uint32_t magnitude_key(float value) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return bits & 0x7fffffffu;
+}
+
 // Robust sigma (1.4826 x median absolute deviation) of `residual` where `weight` is 1, from
 // the negative residuals only: faint tissue left among the background pixels only adds
-// positive ones.
-double residual_noise(const cv::Mat& residual, const cv::Mat& weight) {
-    std::vector<float> deviations;
-    for (int y = 0; y < residual.rows; ++y) {
-        const float* r = residual.ptr<float>(y);
-        const float* w = weight.ptr<float>(y);
-        for (int x = 0; x < residual.cols; ++x)
-            if (w[x] > 0.5f && r[x] <= 0.0f) deviations.push_back(-r[x]);
+// positive ones. The median is the one nth_element gives over all the deviations, found
+// without collecting them: a histogram of their top bits finds the bucket that holds it, and
+// only that bucket's values are collected and ordered.
+double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute how) {
+    auto for_each_deviation = [&](auto&& visit) {
+        for (int y = 0; y < residual.rows; ++y) {
+            const float* r = residual.ptr<float>(y);
+            const float* w = weight.ptr<float>(y);
+            for (int x = 0; x < residual.cols; ++x)
+                if (w[x] > 0.5f && r[x] <= 0.0f) visit(r[x]);
+        }
+    };
+    if (how == Compute::Reference) {
+        std::vector<float> deviations;
+        for_each_deviation([&](float r) { deviations.push_back(-r); });
+        return std::max(0.25, 1.4826 * median_of(deviations));
     }
-    return std::max(0.25, 1.4826 * median_of(deviations));
+    constexpr int kShift = 15;  // 65,536 buckets over the 31 bits of a magnitude
+    std::vector<std::uint32_t> counts(std::size_t{1} << (31 - kShift), 0);
+    std::size_t n = 0;
+    for_each_deviation([&](float r) {
+        ++counts[magnitude_key(r) >> kShift];
+        ++n;
+    });
+    if (n == 0) return 0.25;
+    std::size_t rank = n / 2, bucket = 0;  // the element nth_element puts at n / 2
+    while (rank >= counts[bucket]) rank -= counts[bucket++];
+    std::vector<float> within;
+    within.reserve(counts[bucket]);
+    for_each_deviation([&](float r) {
+        if (magnitude_key(r) >> kShift == bucket) within.push_back(-r);
+    });
+    std::nth_element(within.begin(), within.begin() + rank, within.end());
+    return std::max(0.25, 1.4826 * within[rank]);
 }
 
 // Background pixels: not tissue (outside `tissue` grown by a few per cent of the frame, so
 // the faint rim of soft tissue does not count), not saturated, and not well below the film's
 // commonest grey (`darkest`): beside a grey film, black or dark grey is the scanner's frame or
 // padding, which says nothing about the film's level next to the hand.
-cv::Mat background_weight(const cv::Mat& smooth8, const cv::Mat& tissue, double darkest) {
+cv::Mat background_weight(const cv::Mat& smooth8, const cv::Mat& tissue, double darkest,
+                          Compute how) {
     const int grow = std::max(3, static_cast<int>(0.03 * std::max(smooth8.cols, smooth8.rows)));
-    cv::Mat grown;
-    cv::dilate(tissue, grown,
-               cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(2 * grow + 1, 2 * grow + 1)));
+    const cv::Mat grown = dilate_ellipse(tissue, 2 * grow + 1, how);
     cv::Mat film = (smooth8 <= kHighest) & (smooth8 >= darkest) & (grown == 0);
     cv::Mat weight;
     film.convertTo(weight, CV_32F, 1.0 / 255.0);
@@ -136,7 +168,7 @@ cv::Mat median_surface(const cv::Mat& smooth8) {
 }  // namespace
 
 Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnings,
-                          Surface kind) {
+                          Surface kind, Compute how) {
     Levelled level;
     const int short_side = std::min(small.cols, small.rows);
     cv::Mat smooth;
@@ -186,21 +218,22 @@ Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnin
         residual = grey - median_surface(smooth);
         cv::Mat weight, quiet = (smooth >= darkest) & (smooth <= kHighest) & (residual <= 2.0f);
         quiet.convertTo(weight, CV_32F, 1.0 / 255.0);
-        level.noise = residual_noise(fine, weight);
+        level.noise = residual_noise(fine, weight, how);
     } else {
         // The first round takes every film pixel as background, so the surface follows broad
         // shading; the hand stands out of its residual, and each round's residual keeps more
         // of the hand (a wide palm, a forearm) out of the next round's background.
         cv::Mat tissue = cv::Mat::zeros(smooth.size(), CV_8UC1);
+        const int film_pixels = cv::countNonZero(smooth >= darkest);
         for (int round = 0; round < 4; ++round) {
-            const cv::Mat weight = background_weight(smooth, tissue, darkest);
+            const cv::Mat weight = background_weight(smooth, tissue, darkest, how);
             residual = grey - background_surface(grey, weight, mode);
-            level.noise = residual_noise(fine, weight);
+            level.noise = residual_noise(fine, weight, how);
             tissue = residual > static_cast<float>(4.0 * level.noise + 1.0);
             // Most of the film "tissue": the background is not flat at the scale the surface
             // follows (a steep exposure gradient). Then the residual's own spread is the noise.
-            if (cv::countNonZero(tissue) > 0.6 * cv::countNonZero(smooth >= darkest)) {
-                level.noise = std::max(level.noise, residual_noise(residual, weight));
+            if (cv::countNonZero(tissue) > 0.6 * film_pixels) {
+                level.noise = std::max(level.noise, residual_noise(residual, weight, how));
                 tissue = residual > static_cast<float>(4.0 * level.noise + 1.0);
             }
         }

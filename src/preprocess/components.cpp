@@ -98,7 +98,7 @@ double confidence_of(const cv::Mat& chosen, const cv::Mat& mask, const Levelled&
 
 }  // namespace
 
-cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels) {
+cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels, Compute how) {
     cv::Mat mask;
     cv::compare(level.image, levels.faint, mask, cv::CMP_GT);
 
@@ -114,9 +114,7 @@ cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels) {
     cv::morphologyEx(mask, mask, cv::MORPH_OPEN,
                      cv::getStructuringElement(cv::MORPH_RECT, cv::Size(3, 3)));
     const int k = odd(std::max(3, static_cast<int>(std::lround(0.015 * long_side))));
-    cv::morphologyEx(mask, mask, cv::MORPH_CLOSE,
-                     cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(k, k)));
-    return fill_holes(mask);
+    return fill_holes(close_ellipse(mask, k, how));
 }
 
 Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels) {

@@ -22,12 +22,7 @@ namespace {
 constexpr double kGrainMultiple = 4.0;
 constexpr double kLeastGradient = 0.5;
 
-cv::Mat edge_map(const cv::Mat& small) {
-    const int long_side = std::max(small.cols, small.rows);
-    cv::Mat grey;
-    small.convertTo(grey, CV_32F);
-    const double sigma = std::max(1.0, 0.003 * long_side);
-    cv::GaussianBlur(grey, grey, cv::Size(), sigma, sigma, cv::BORDER_REPLICATE);
+cv::Mat edge_map(const cv::Mat& grey) {
     cv::Mat dx, dy, magnitude;
     cv::Sobel(grey, dx, CV_32F, 1, 0, 3);
     cv::Sobel(grey, dy, CV_32F, 0, 1, 3);
@@ -95,11 +90,10 @@ bool runs_along_box(const Clusters& c, const cv::Mat& edges, int i) {
 }
 
 // Clusters of edges, closed over the gaps of a joint or a faint stretch of outline.
-Clusters cluster(const cv::Mat& edges, int closing) {
+Clusters cluster(const cv::Mat& edges, int closing, Compute how) {
     Clusters c;
-    cv::Mat closed, centroids;
-    cv::morphologyEx(edges, closed, cv::MORPH_CLOSE,
-                     cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(closing, closing)));
+    cv::Mat centroids;
+    const cv::Mat closed = close_ellipse(edges, closing, how);
     c.count = cv::connectedComponentsWithStats(closed, c.labels, c.stats, centroids, 8, CV_32S);
     c.edge_pixels.assign(c.count, 0);
     for (int y = 0; y < edges.rows; ++y) {
@@ -137,18 +131,29 @@ bool strip_rims(cv::Mat& edges, const Clusters& c, int closing) {
 
 }  // namespace
 
-EdgeCore find_edge_core(const cv::Mat& small) {
+// A Gaussian of 0.3% of the longer side: the film grain averaged out, the hand's outline kept.
+cv::Mat smoothed_copy(const cv::Mat& small) {
+    cv::Mat grey;
+    small.convertTo(grey, CV_32F);
+    const double sigma = std::max(1.0, 0.003 * std::max(small.cols, small.rows));
+    cv::GaussianBlur(grey, grey, cv::Size(), sigma, sigma, cv::BORDER_REPLICATE);
+    return grey;
+}
+
+EdgeCore find_edge_core(const cv::Mat& small, Compute how) {
     const int long_side = std::max(small.cols, small.rows);
-    cv::Mat edges = edge_map(small);
+    EdgeCore core;
+    core.smoothed = smoothed_copy(small);
+    cv::Mat edges = edge_map(core.smoothed);
     erase_long_lines(edges);
     const int closing = std::max(3, static_cast<int>(0.012 * long_side)) | 1;
-    Clusters c = cluster(edges, closing);
-    if (strip_rims(edges, c, closing)) c = cluster(edges, closing);
+    Clusters c = cluster(edges, closing, how);
+    if (strip_rims(edges, c, closing)) c = cluster(edges, closing, how);
+    if (how == Compute::Reference) core.smoothed.release();
 
     int best = -1;
     for (int i = 1; i < c.count; ++i)
         if (!c.rim[i] && (best < 0 || c.edge_pixels[i] > c.edge_pixels[best])) best = i;
-    EdgeCore core;
     if (best < 0) return core;
     core.box = cv::Rect(c.stats.at<int>(best, cv::CC_STAT_LEFT), c.stats.at<int>(best, cv::CC_STAT_TOP),
                         c.stats.at<int>(best, cv::CC_STAT_WIDTH),

@@ -78,21 +78,21 @@ cv::Rect shrink(const cv::Rect& r, double fraction) {
 // rectangular selection is an exposed field or a film on a scanner bed: the hand lies inside
 // it, so the search runs again within it (once).
 Selection search(const cv::Mat& small, std::vector<std::string>& warnings, Surface kind,
-                 bool nested = false) {
+                 Compute how, bool nested = false) {
     if (std::min(small.cols, small.rows) < 16) return {};
-    Levelled level = level_background(small, warnings, kind);
+    Levelled level = level_background(small, warnings, kind, how);
     if (level.contrast_too_low) return {};
     Selection lowest;
     for (int step = 0; step < 5; ++step) {
         const TissueLevels levels = tissue_levels(level, step);
-        Selection s = select_hand(foreground_mask(level, levels), level, levels);
+        Selection s = select_hand(foreground_mask(level, levels, how), level, levels);
         if (step == 0) lowest = s;
         // Climbing further than this leaves a marker or a few bones, not a hand.
         if (s.box.empty() || s.box.area() < 0.1 * lowest.box.area()) break;
         if (!nested && s.box_fill > kRectangular) {
             const cv::Rect field = shrink(s.box, 0.03);
             std::vector<std::string> unused;
-            Selection within = search(small(field), unused, kind, true);
+            Selection within = search(small(field), unused, kind, how, true);
             if (plausible(within) && within.box.area() < 0.85 * field.area()) {
                 within.box += field.tl();
                 return within;
@@ -131,9 +131,8 @@ bool trust_edges(const EdgeCore& core, const cv::Rect& edge_box, const Selection
     return true;
 }
 
-}  // namespace
-
-HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
+// find_hand, its steps computed `how`.
+HandBox find_hand_computed(const cv::Mat& grey8, const PreprocessSettings& settings, Compute how) {
     const cv::Mat grey = to_grey8(grey8, "find_hand");
     const double scale =
         std::min(1.0, static_cast<double>(settings.detect_size) / std::max(grey.cols, grey.rows));
@@ -144,21 +143,21 @@ HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
         small = grey.clone();
 
     std::vector<std::string> warnings;
-    Selection found = search(small, warnings, Surface::Smooth);
+    Selection found = search(small, warnings, Surface::Smooth, how);
     // The median background sees through fields and blotchy shading that the smooth one takes
     // for tissue, but it can lose a faint hand that fills the frame, or a forearm. It is asked
     // only when the smooth search found nothing hand-like, and its box is taken only when it
     // lies inside the smooth one's and is of a hand's size.
     if (!found.box.empty() && !plausible(found)) {
         std::vector<std::string> unused;
-        const Selection sharp = search(small, unused, Surface::Median);
+        const Selection sharp = search(small, unused, Surface::Median, how);
         const cv::Rect tolerance = grow(found.box, 0.02, small.size());
         if (plausible(sharp) && (sharp.box & tolerance) == sharp.box &&
             sharp.box.area() >= kSmallestHand * small.total())
             found = sharp;
     }
-    const EdgeCore core = find_edge_core(small);
-    const cv::Rect edge_box = core.box.empty() ? cv::Rect() : grow_soft_tissue(small, core);
+    const EdgeCore core = find_edge_core(small, how);
+    const cv::Rect edge_box = core.box.empty() ? cv::Rect() : grow_soft_tissue(small, core, how);
     const bool edges_ok = trust_edges(core, edge_box, found, small.size());
     if (edges_ok) {
         found.box = edge_box;
@@ -177,5 +176,19 @@ HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
     hand.warnings = std::move(warnings);
     return hand;
 }
+
+}  // namespace
+
+HandBox find_hand(const cv::Mat& grey8, const PreprocessSettings& settings) {
+    return find_hand_computed(grey8, settings, Compute::Fast);
+}
+
+namespace hand_finder {
+
+HandBox find_hand_reference(const cv::Mat& grey8, const PreprocessSettings& settings) {
+    return find_hand_computed(grey8, settings, Compute::Reference);
+}
+
+}  // namespace hand_finder
 
 }  // namespace boneage

@@ -1,12 +1,30 @@
 // The steps of the hand finder (hand_finder.cpp), on the downscaled detection copy.
 #pragma once
 
+#include <boneage/preprocess.hpp>
+
 #include <opencv2/core.hpp>
 
 #include <string>
 #include <vector>
 
 namespace boneage::hand_finder {
+
+// How the steps compute what they compute. Fast: what find_hand runs (the ellipse morphology
+// below, intermediates shared between steps). Reference: the finder as first written (OpenCV's
+// own morphology, each step computing everything itself), kept to check the fast one against
+// (find_hand_reference, tests/test_preprocess.cpp). Both give the same answers.
+enum class Compute { Fast, Reference };
+
+// `mask` (CV_8UC1) dilated, or closed (dilated then eroded), by OpenCV's elliptic structuring
+// element of size x size: the same pixels as cv::dilate and cv::morphologyEx (default border),
+// computed row run by row run (morphology.cpp) unless `how` is Reference.
+cv::Mat dilate_ellipse(const cv::Mat& mask, int size, Compute how = Compute::Fast);
+cv::Mat close_ellipse(const cv::Mat& mask, int size, Compute how = Compute::Fast);
+
+// find_hand with every step computed as Compute::Reference: the reference the fast finder is
+// checked against. The same boxes, at several times the cost.
+HandBox find_hand_reference(const cv::Mat& grey8, const PreprocessSettings& settings = {});
 
 // The detection copy and the grey level of its background.
 struct Levelled {
@@ -28,7 +46,7 @@ enum class Surface { Smooth, Median };
 // and saturated pixels) and subtracts a background surface of the given kind. Inverts the
 // image when the background is brighter than what lies on it, and says so in `warnings`.
 Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnings,
-                          Surface kind = Surface::Smooth);
+                          Surface kind = Surface::Smooth, Compute how = Compute::Fast);
 
 // Two thresholds on the levelled copy (hysteresis): `faint` pixels are tissue when they are
 // connected to a `strong` one. `step` climbs a ladder: 0 sits just above the film grain, and
@@ -41,7 +59,8 @@ TissueLevels tissue_levels(const Levelled& level, int step = 0);
 
 // CV_8UC1 mask (255 = tissue) of the levelled copy above `levels.faint`: speckle and thin
 // lines removed, gaps between fingers closed, holes filled.
-cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels);
+cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels,
+                        Compute how = Compute::Fast);
 
 struct Selection {
     cv::Rect box;               // on the detection copy; empty when nothing plausible was found
@@ -62,18 +81,24 @@ namespace boneage::hand_finder {
 struct EdgeCore {
     cv::Rect box;               // on the detection copy; empty when no cluster was found
     cv::Mat chosen;             // CV_8UC1, 255 on the chosen cluster (edges closed into a region)
+    cv::Mat smoothed;           // CV_32F: the copy smoothed as the edges were found, which the
+                                // soft tissue's growth reads too (empty for Compute::Reference)
     double strength = 0.0;      // the cluster's edge pixels over the copy's longer side
     // The other clusters with at least a tenth of the chosen one's edges: the rest of a hand
     // that the closing did not join, or a large label. Boxes, and edges as a share of the chosen.
     std::vector<std::pair<cv::Rect, double>> rivals;
 };
 
+// `small` (CV_8UC1) as CV_32F, smoothed as the edge finder and the soft tissue's growth read it.
+cv::Mat smoothed_copy(const cv::Mat& small);
+
 // Edges of `small` (CV_8UC1) above the film grain, with the straight rims of films and
 // exposed fields removed; the cluster with the most edge pixels.
-EdgeCore find_edge_core(const cv::Mat& small);
+EdgeCore find_edge_core(const cv::Mat& small, Compute how = Compute::Fast);
 
 // The hand's box grown from `core` into the soft tissue around it: pixels brighter than a
 // plane fitted to a ring of background just outside the core, joined to the core.
-cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core);
+cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core,
+                          Compute how = Compute::Fast);
 
 }  // namespace boneage::hand_finder

@@ -56,13 +56,19 @@ Plane fit_ring(const cv::Mat& grey, const cv::Rect& inner, const cv::Rect& outer
             if (!inner.contains({x, y})) points.emplace_back(x, y);
     std::vector<bool> kept(points.size(), true);
     for (int round = 0; round < 4; ++round) {
-        cv::Mat a(0, 3, CV_64F), b(0, 1, CV_64F);
+        // The kept points' rows written in place (appending row by row cost more than the solve).
+        const int rows = static_cast<int>(std::count(kept.begin(), kept.end(), true));
+        cv::Mat a(rows, 3, CV_64F), b(rows, 1, CV_64F);
+        int row = 0;
         for (std::size_t i = 0; i < points.size(); ++i) {
             if (!kept[i]) continue;
             const cv::Point& p = points[i];
-            a.push_back(cv::Mat((cv::Mat_<double>(1, 3) << 1.0, (p.x - plane.origin.x) / plane.scale,
-                                 (p.y - plane.origin.y) / plane.scale)));
-            b.push_back(static_cast<double>(grey.at<float>(p)));
+            double* r = a.ptr<double>(row);
+            r[0] = 1.0;
+            r[1] = (p.x - plane.origin.x) / plane.scale;
+            r[2] = (p.y - plane.origin.y) / plane.scale;
+            b.at<double>(row) = static_cast<double>(grey.at<float>(p));
+            ++row;
         }
         if (a.rows < 10) break;
         cv::Mat coefficients;
@@ -83,12 +89,11 @@ Plane fit_ring(const cv::Mat& grey, const cv::Rect& inner, const cv::Rect& outer
 
 }  // namespace
 
-cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core) {
+cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core, Compute how) {
     const int long_side = std::max(small.cols, small.rows);
-    cv::Mat grey;
-    small.convertTo(grey, CV_32F);
-    const double sigma = std::max(1.0, 0.003 * long_side);
-    cv::GaussianBlur(grey, grey, cv::Size(), sigma, sigma, cv::BORDER_REPLICATE);
+    // The edge finder smoothed the copy the same way: its copy is read, not made again.
+    const cv::Mat grey = how == Compute::Fast && !core.smoothed.empty() ? core.smoothed
+                                                                       : smoothed_copy(small);
 
     Plane plane;
     plane.origin = core.box.tl();
@@ -107,10 +112,8 @@ cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core) {
             if (core.chosen.at<uchar>(y, x)) cluster.push_back(above.at<float>(y, x));
     const double level = std::max(kSpreads * plane.spread, kTissueShare * median_of(cluster));
 
-    cv::Mat tissue = (above > level) | core.chosen;
     const int closing = std::max(3, static_cast<int>(0.012 * long_side)) | 1;
-    cv::morphologyEx(tissue, tissue, cv::MORPH_CLOSE,
-                     cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(closing, closing)));
+    const cv::Mat tissue = close_ellipse((above > level) | core.chosen, closing, how);
     cv::Mat labels, stats, centroids;
     const int count = cv::connectedComponentsWithStats(tissue, labels, stats, centroids, 8, CV_32S);
     std::vector<bool> joined(count, false);
