@@ -13,6 +13,10 @@
 #include <boneage/error.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
+#include <boneage/synth.hpp>
+#include <fcntl.h>
+#include <unistd.h>
+#include <cstdio>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -321,6 +325,69 @@ TEST(ReadRadiograph, JpegIsCloseToWhatWasWritten) {
     EXPECT_EQ(r.info.format, "jpeg");
     EXPECT_EQ(r.pixels.type(), CV_8UC1);
     EXPECT_LE(max_difference(r.pixels, smooth), 3);
+}
+
+// Everything written to stderr (file descriptor 2) while it lives; libjpeg writes there.
+class StderrCapture {
+public:
+    explicit StderrCapture(const fs::path& file) : file_(file) {
+        std::fflush(stderr);
+        saved_ = ::dup(2);
+        const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ::dup2(fd, 2);
+        ::close(fd);
+    }
+    ~StderrCapture() { restore(); }
+    std::string text() {
+        restore();
+        std::ifstream in(file_);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+
+private:
+    void restore() {
+        if (saved_ < 0) return;
+        std::fflush(stderr);
+        ::dup2(saved_, 2);
+        ::close(saved_);
+        saved_ = -1;
+    }
+    fs::path file_;
+    int saved_ = -1;
+};
+
+TEST(ReadRadiograph, CutShortJpegReadsWithAWarningAndPrintsNothing) {
+    ScratchDir dir("io");
+    boneage::SynthOptions o;
+    o.width = 256;
+    o.height = 320;
+    const cv::Mat film = boneage::make_phantom({"1", 120.0, true}, 3, o).image;
+    std::vector<std::uint8_t> jpeg;
+    ASSERT_TRUE(cv::imencode(".jpg", film, jpeg, {cv::IMWRITE_JPEG_QUALITY, 90}));
+    write_file(dir / "whole.jpg", jpeg);
+    // The scan cut at 60% and closed with an end-of-image marker, as a transfer that stopped
+    // early and a writer that closed the file leave it: whole in structure, short of data.
+    Bytes cut(jpeg.begin(), jpeg.begin() + static_cast<std::ptrdiff_t>(jpeg.size() * 6 / 10));
+    cut.push_back(0xff);
+    cut.push_back(0xd9);
+    write_file(dir / "cut.jpg", cut);
+
+    StderrCapture captured(dir / "stderr.txt");
+    const auto whole = boneage::read_radiograph(dir / "whole.jpg");
+    const auto damaged = boneage::read_radiograph(dir / "cut.jpg");
+    const std::string printed = captured.text();
+
+    EXPECT_TRUE(whole.info.warnings.empty());
+    EXPECT_EQ(damaged.pixels.size(), film.size());
+    ASSERT_EQ(damaged.info.warnings.size(), 1u);
+    const std::string& warning = damaged.info.warnings.front();
+    EXPECT_NE(warning.find("damaged"), std::string::npos) << warning;
+    EXPECT_NE(warning.find("Corrupt JPEG data: premature end of data segment"), std::string::npos)
+        << warning;
+    EXPECT_EQ(printed, "");  // the library prints nothing; the warning is in the result
+    // The top of the film decoded as it was written; the missing rows are not.
+    EXPECT_LE(max_difference(damaged.pixels.rowRange(0, 32), whole.pixels.rowRange(0, 32)), 0);
+    EXPECT_GT(max_difference(damaged.pixels, whole.pixels), 0);
 }
 
 TEST(ReadRadiograph, BmpReadsBackExactly) {

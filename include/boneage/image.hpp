@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace boneage {
 
@@ -59,6 +60,9 @@ struct ImageInfo {
     // tinted scan of a film stays near 0). 0 for grey sources; above about 12, a photograph.
     double colourfulness = 0.0;
     DicomIdentity dicom;         // patient, study and instance identifiers (DICOM only)
+    // Damage the decoder read past, one line each ("the JPEG data is damaged ...: Corrupt JPEG
+    // data: premature end of data segment"): the pixels may be partly blank or garbled.
+    std::vector<std::string> warnings;
 };
 
 // One grey radiograph at its original size: CV_8UC1 for 8-bit sources, CV_16UC1 for deeper

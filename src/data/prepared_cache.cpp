@@ -49,6 +49,19 @@ std::pair<void*, std::size_t> map_file(const std::filesystem::path& file) {
     return {map, bytes};
 }
 
+// A whole number of the header in [low, high]. A JSON float is refused rather than converted:
+// converting one outside the integer's range is undefined behaviour.
+std::int64_t whole_number(const nlohmann::json& header, const char* key, std::int64_t low,
+                          std::int64_t high) {
+    const nlohmann::json& v = header.at(key);
+    const bool huge = v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(high);
+    if (!v.is_number_integer() || huge || v.get<std::int64_t>() < low ||
+        v.get<std::int64_t>() > high)
+        throw std::runtime_error(
+            fmt::format("'{}' should be a whole number in {}..{}, got {}", key, low, high, v.dump()));
+    return v.get<std::int64_t>();
+}
+
 template <typename T>
 std::vector<T> read_array(const nlohmann::json& header, const char* key, std::size_t count) {
     const nlohmann::json& a = header.at(key);
@@ -82,14 +95,14 @@ PreparedCache::PreparedCache(const std::filesystem::path& file) : path_(file) {
     try {
         const char* text = reinterpret_cast<const char*>(base + kPreambleBytes);
         auto header = nlohmann::json::parse(text, text + header_bytes);
-        count = header.at("count").get<std::size_t>();
-        std::int64_t side = header.at("size").get<std::int64_t>();
-        if (side < 1 || side > kMaxImageSide)
-            throw std::runtime_error(fmt::format("image size {} is outside 1..{}", side, kMaxImageSide));
-        image_size_ = int(side);
+        count = std::size_t(whole_number(header, "count", 0, INT64_MAX));
+        image_size_ = int(whole_number(header, "size", 1, kMaxImageSide));
         settings_ = header.at("settings").get<PreprocessSettings>();
         // Caches from before these keys were made with preprocessing version 1 (preprocess.hpp).
-        preprocess_version_ = header.value("preprocess_version", 1);
+        preprocess_version_ =
+            header.contains("preprocess_version")
+                ? int(whole_number(header, "preprocess_version", INT32_MIN, INT32_MAX))
+                : 1;
         if (preprocess_version_ < 1)
             throw std::runtime_error(
                 fmt::format("preprocess_version {} is not a version", preprocess_version_));

@@ -244,6 +244,7 @@ Prediction rejected(const std::filesystem::path& path, const Radiograph& r, cons
     out.status = "rejected";
     out.message = verdict.reason;
     out.hand_score = verdict.hand_score;
+    out.warnings = r.info.warnings;  // damage met while reading
     out.width = r.pixels.cols;
     out.height = r.pixels.rows;
     out.source = r.info;

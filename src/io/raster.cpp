@@ -64,17 +64,29 @@ Radiograph decode_raster(Format format, const std::vector<std::uint8_t>& bytes,
     const cv::Mat encoded(1, static_cast<int>(source.size()), CV_8UC1,
                           const_cast<std::uint8_t*>(source.data()));
     cv::Mat decoded;
-    try {
-        decoded = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
-    } catch (const cv::Exception& e) {
-        throw Error(decode_failure(format, header), file,
-                    std::string(format_name(format)) + " data could not be decoded: " + e.msg);
+    Radiograph r;
+    // JPEG and PNG through their libraries directly, which report damage to us rather than
+    // print it; BMP and TIFF through OpenCV, which prints nothing for them.
+    if (format == Format::Jpeg || format == Format::Png) {
+        std::string error;
+        decoded = format == Format::Jpeg ? decode_jpeg(source, r.info.warnings, error)
+                                         : decode_png(source, r.info.warnings, error);
+        if (decoded.empty())
+            throw Error(decode_failure(format, header), file,
+                        std::string(format_name(format)) + " data could not be decoded" +
+                            (error.empty() ? "" : ": " + error));
+    } else {
+        try {
+            decoded = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
+        } catch (const cv::Exception& e) {
+            throw Error(decode_failure(format, header), file,
+                        std::string(format_name(format)) + " data could not be decoded: " + e.msg);
+        }
     }
     if (decoded.empty())
         throw Error(decode_failure(format, header), file,
                     std::string(format_name(format)) + " data could not be decoded");
 
-    Radiograph r;
     r.info.colourfulness = colourfulness(decoded);
     r.pixels = to_grey(decoded);
     if (white_is_zero) cv::bitwise_not(r.pixels, r.pixels);

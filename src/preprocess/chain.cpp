@@ -87,6 +87,8 @@ cv::Mat letterbox(const cv::Mat& grey8, int size) {
 Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& settings) {
     validate(settings);
     Preprocessed out;
+    // Damage met while reading (a cut-short JPEG) comes first: it bears on everything after.
+    out.hand.warnings = radiograph.info.warnings;
     // An image that is already this chain's output is the network's input itself: it is used
     // as it is rather than refused, so it gets exactly the bone age of the radiograph it came
     // from and preprocessing is idempotent, where a second pass would crop and equalise it
@@ -105,7 +107,10 @@ Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& 
     }
     cv::Mat grey = to_grey8(radiograph.pixels, "preprocess");
     if (settings.crop_hand) {
-        out.hand = find_hand(grey, settings);
+        HandBox found = find_hand(grey, settings);
+        found.warnings.insert(found.warnings.begin(), out.hand.warnings.begin(),
+                              out.hand.warnings.end());
+        out.hand = std::move(found);
     } else {
         out.hand.box = cv::Rect(0, 0, grey.cols, grey.rows);
         out.hand.method = "full-frame";

@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <climits>
+#include <cstdint>
+
 namespace boneage {
 
 namespace {
@@ -22,6 +25,20 @@ std::string first_problem(const PreprocessSettings& s) {
     if (s.detect_size < 16 || s.detect_size > 8192)
         return fmt::format("detect_size must be in [16, 8192], got {}", s.detect_size);
     return {};
+}
+
+// A whole-number field, or `fallback` when absent. A JSON float is refused rather than
+// converted: converting one outside int's range is undefined behaviour.
+int whole_number(const nlohmann::json& j, const char* key, int fallback) {
+    const auto it = j.find(key);
+    if (it == j.end()) return fallback;
+    // An unsigned value past int64's range reads as negative, which first_problem refuses.
+    const std::int64_t v = it->is_number_integer() ? it->get<std::int64_t>() : 0;
+    if (!it->is_number_integer() || v < INT_MIN || v > INT_MAX)
+        throw Error(ErrorKind::BadData,
+                    fmt::format("preprocessing settings: {} must be a whole number, got {}", key,
+                                it->dump()));
+    return static_cast<int>(v);
 }
 
 }  // namespace
@@ -45,12 +62,12 @@ void from_json(const nlohmann::json& j, PreprocessSettings& s) {
         throw Error(ErrorKind::BadData, "preprocessing settings: expected a JSON object");
     PreprocessSettings r;
     try {
-        r.output_size = j.value("output_size", r.output_size);
+        r.output_size = whole_number(j, "output_size", r.output_size);
         r.clahe_clip_limit = j.value("clahe_clip_limit", r.clahe_clip_limit);
-        r.clahe_tile_grid = j.value("clahe_tile_grid", r.clahe_tile_grid);
+        r.clahe_tile_grid = whole_number(j, "clahe_tile_grid", r.clahe_tile_grid);
         r.crop_margin = j.value("crop_margin", r.crop_margin);
         r.crop_hand = j.value("crop_hand", r.crop_hand);
-        r.detect_size = j.value("detect_size", r.detect_size);
+        r.detect_size = whole_number(j, "detect_size", r.detect_size);
     } catch (const nlohmann::json::exception& e) {
         throw Error(ErrorKind::BadData, std::string("preprocessing settings: ") + e.what());
     }
