@@ -125,7 +125,8 @@ struct TrainOptions {
     bool augment = true;                // random rotation, shift, scale, contrast, brightness
     AugmentSettings augment_settings;   // their ranges
     std::string precision = "fp32";     // fp32 | bf16: autocast with fp32 master weights and
-                                        // channels-last activations
+                                        // channels-last activations (on the CPU) | fp16: CUDA
+                                        // autocast with a dynamic loss scale (CUDA only)
     std::string weights_dtype = "float32";  // of the model file: float32 | float16
     int threads = 0;                    // torch threads; 0: all cores
     int input_size = 0;                 // model input side; 0: the cache's image size
@@ -143,6 +144,21 @@ struct TrainOptions {
     std::string input_norm = "none";    // none | dataset: the net subtracts the training
                                         // cache's pixel mean and divides by its SD (kept in
                                         // the model's config, so inference does the same)
+    double dropout = -1.0;              // the head's dropout rate; below 0: the architecture's
+                                        // own (the paper's)
+    // Where and how the run computes. Started by a launcher (torchrun, SLURM, a Kubernetes
+    // operator, scripts/train-distributed), the process reads its place from RANK,
+    // WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT and joins the others; batch_size is
+    // then the global batch, split between the ranks (docs/DISTRIBUTED.md).
+    std::string device = "auto";        // cpu | cuda | auto: CUDA device LOCAL_RANK when there
+                                        // is one, else the CPU
+    std::string backend = "auto";       // gloo | nccl | auto: nccl on CUDA, gloo otherwise
+    double dist_timeout_s = 300.0;      // the rendezvous and every collective: a peer that is
+                                        // gone ends the run with an error after at most this
+    std::string batch_norm = "local";   // local: each rank normalises with its own part of the
+                                        // batch, rank 0's running statistics are kept | sync:
+                                        // with the whole global batch's statistics, as one
+                                        // process would
 };
 
 void to_json(nlohmann::json& j, const TrainOptions& o);
@@ -168,6 +184,9 @@ struct EpochStats {
     double grad_norm = std::numeric_limits<double>::quiet_NaN();  // with clip_grad_norm:
                                // median global gradient norm before clipping; NaN without
     int clipped_steps = 0;     // with clip_grad_norm: steps whose norm was over the limit
+    double allreduce_ms = 0.0;  // several processes: median per step of the time spent waiting
+                                // for the gradients' all-reduce (the part not overlapped with
+                                // the backward pass); 0 for one process
 };
 
 void to_json(nlohmann::json& j, const EpochStats& s);
@@ -192,11 +211,17 @@ struct TrainResult {
     bool stopped_early = false;  // patience ran out before the last epoch
     double ms_per_step = 0.0;    // median over every training step of the run
     ModelMetadata meta;          // as written into the model file
+    int rank = 0;                // this process's rank; only rank 0 writes files
+    int world_size = 1;          // processes that trained together
+    std::string process_group;   // several processes: "rank 0 of 2 (tcp://host:port, gloo)"
+    std::string device = "cpu";  // where this process trained ("cpu", "cuda:0")
+    std::string device_note;     // why --device auto chose the CPU, where a GPU was possible
 };
 
 // Trains a fresh model on options.train_cache, writing a checkpoint into the run dir after
 // every epoch (history.csv beside it), then restores the best epoch's weights and writes the
-// model file. Starts over when the run dir holds an earlier run. Throws boneage::UsageError
+// model file. Under a launcher's environment (TrainOptions::device) every process calls this
+// with the same options; each trains on its share of every batch and rank 0 alone writes. Starts over when the run dir holds an earlier run. Throws boneage::UsageError
 // for bad options, boneage::Error naming the file when a cache cannot be read, and
 // boneage::Error naming the epoch and step when the loss becomes NaN or infinite (the last
 // good checkpoint stays in the run dir).
@@ -207,10 +232,16 @@ struct ResumeOptions {
     std::optional<int> epochs;            // a new maximum, to extend a finished run
     std::optional<double> learning_rate;  // a new rate (a cosine schedule's peak) from the next step on
     std::optional<int> threads;           // torch threads (results may differ between counts)
+    // Launch settings: the resumed run may use another device, backend or number of processes
+    // (the global batch stays the same, so does the order of the data).
+    std::optional<std::string> device;
+    std::optional<std::string> backend;
+    std::optional<double> dist_timeout_s;
 };
 
 // Continues the run in `run_dir` from its last checkpoint: the same weights an uninterrupted
-// run with the same options reaches. Throws boneage::Error (NotFound/BadData) naming the
+// run with the same options reaches. With several processes rank 0 reads the checkpoint and
+// hands it to the others, which need not see run_dir. Throws boneage::Error (NotFound/BadData) naming the
 // checkpoint when there is none or it is damaged, and as train() does.
 TrainResult resume_training(const std::filesystem::path& run_dir, const ResumeOptions& resume = {},
                             const TrainCallbacks& callbacks = {});

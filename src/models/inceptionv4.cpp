@@ -5,6 +5,7 @@
 // input channel. With the paper's valid paddings a 320 px input ends as 8 x 8 x 1536. The
 // head (Nasiri & Akbari Moafi, Section V): flatten, dropout 0.05, a linear output; no dense
 // layers, so no L2. With use_sex the sex embedding joins the features before the dropout.
+#include "models/batch_norm.hpp"
 #include "models/head.hpp"
 
 namespace boneage::models {
@@ -23,7 +24,7 @@ public:
               "bn", torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(out).eps(0.001)))) {}
 
     torch::Tensor forward(const torch::Tensor& x) {
-        return torch::relu(bn->forward(conv->forward(x)));
+        return torch::relu(batch_norm(*bn, conv->forward(x)));
     }
 
     torch::nn::Conv2d conv;

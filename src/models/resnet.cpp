@@ -16,6 +16,7 @@
 
 #include <array>
 
+#include "models/batch_norm.hpp"
 #include "models/head.hpp"
 
 namespace boneage::models {
@@ -30,6 +31,12 @@ torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel,
 // The 1x1 convolution and batch norm that bring the shortcut to the block's output shape.
 torch::nn::Sequential shortcut(std::int64_t in, std::int64_t out, std::int64_t stride) {
     return torch::nn::Sequential(conv(in, out, 1, stride), torch::nn::BatchNorm2d(out));
+}
+
+// The shortcut's convolution, then its batch norm (through batch_norm, as every other one).
+torch::Tensor shortcut_forward(torch::nn::Sequential& shortcut, const torch::Tensor& x) {
+    return batch_norm(*shortcut[1]->as<torch::nn::BatchNorm2d>(),
+                      shortcut[0]->as<torch::nn::Conv2d>()->forward(x));
 }
 
 // Two 3x3 convolutions (the first carrying the stride), added to the shortcut.
@@ -47,9 +54,9 @@ public:
     }
 
     torch::Tensor forward(const torch::Tensor& x) {
-        torch::Tensor out = torch::relu(bn1->forward(conv1->forward(x)));
-        out = bn2->forward(conv2->forward(out));
-        return torch::relu(out + (downsample ? downsample->forward(x) : x));
+        torch::Tensor out = torch::relu(batch_norm(*bn1, conv1->forward(x)));
+        out = batch_norm(*bn2, conv2->forward(out));
+        return torch::relu(out + (downsample ? shortcut_forward(downsample, x) : x));
     }
 
     // Declared in registration order, which is also the order of initialisation.
@@ -78,10 +85,10 @@ public:
     }
 
     torch::Tensor forward(const torch::Tensor& x) {
-        torch::Tensor out = torch::relu(bn1->forward(conv1->forward(x)));
-        out = torch::relu(bn2->forward(conv2->forward(out)));
-        out = bn3->forward(conv3->forward(out));
-        return torch::relu(out + (downsample ? downsample->forward(x) : x));
+        torch::Tensor out = torch::relu(batch_norm(*bn1, conv1->forward(x)));
+        out = torch::relu(batch_norm(*bn2, conv2->forward(out)));
+        out = batch_norm(*bn3, conv3->forward(out));
+        return torch::relu(out + (downsample ? shortcut_forward(downsample, x) : x));
     }
 
     torch::nn::Conv2d conv1;
@@ -135,7 +142,7 @@ public:
 private:
     // layer4's output.
     torch::Tensor trunk(const torch::Tensor& images) override {
-        torch::Tensor x = torch::relu(bn1_->forward(conv1_->forward(images)));
+        torch::Tensor x = torch::relu(batch_norm(*bn1_, conv1_->forward(images)));
         x = torch::max_pool2d(x, 3, 2, 1);
         for (auto& layer : layers_) x = layer->forward(x);
         return x;

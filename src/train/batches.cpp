@@ -85,14 +85,19 @@ std::vector<std::size_t> epoch_order(std::uint64_t seed, int epoch, std::size_t 
     return order;
 }
 
-int steps_in_epoch(std::size_t count, int batch_size, int steps_per_epoch) {
+int steps_in_epoch(std::size_t count, int batch_size, int steps_per_epoch, int ranks) {
     const std::size_t bs = static_cast<std::size_t>(batch_size);
     std::size_t steps = count / bs;
     const std::size_t rest = count % bs;
-    if (rest >= 2 || (rest == 1 && bs == 1)) ++steps;
+    if ((rest >= 2 && rest >= static_cast<std::size_t>(ranks)) || (rest == 1 && bs == 1)) ++steps;
     if (steps_per_epoch > 0 && steps > static_cast<std::size_t>(steps_per_epoch))
         steps = steps_per_epoch;
     return static_cast<int>(steps);
+}
+
+Share share_of(std::size_t count, int rank, int ranks) {
+    const std::size_t r = static_cast<std::size_t>(rank), n = static_cast<std::size_t>(ranks);
+    return {count * r / n, count * (r + 1) / n};
 }
 
 Batch make_batch(const PreparedCache& cache, const std::vector<std::size_t>& rows, int input_size,

@@ -36,8 +36,18 @@ std::vector<std::size_t> epoch_order(std::uint64_t seed, int epoch, std::size_t 
                                      std::mt19937_64& rng);
 
 // Steps in an epoch of `count` images: full batches, plus the remainder unless it is a single
-// image (batch norm cannot train on one), capped by steps_per_epoch when set.
-int steps_in_epoch(std::size_t count, int batch_size, int steps_per_epoch);
+// image (batch norm cannot train on one) or, with `ranks` processes, too small to give each a
+// row; capped by steps_per_epoch when set. For 1 or 2 ranks the epoch is the same.
+int steps_in_epoch(std::size_t count, int batch_size, int steps_per_epoch, int ranks = 1);
+
+// The distributed sampler: the positions [begin, end) of `rank`'s share of a global batch of
+// `count` rows among `ranks` processes, a contiguous slice; the shares differ by at most one
+// row and cover the batch in rank order, so the global batch is the same for any world size.
+struct Share {
+    std::size_t begin = 0, end = 0;
+    std::size_t size() const { return end - begin; }
+};
+Share share_of(std::size_t count, int rank, int ranks);
 
 struct Batch {
     torch::Tensor images;  // N x 1 x S x S float in [0, 1], S = the model's input size

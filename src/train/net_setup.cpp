@@ -98,3 +98,18 @@ int set_batchnorm_momentum(torch::nn::Module& module, double momentum) {
 }
 
 }  // namespace boneage::detail
+
+namespace boneage::detail {
+
+int set_dropout(torch::nn::Module& module, double p) {
+    int set = 0;
+    for (const auto& m : module.modules(/*include_self=*/true)) {
+        if (auto* dropout = m->as<torch::nn::DropoutImpl>()) {
+            dropout->options.p(p);
+            ++set;
+        }
+    }
+    return set;
+}
+
+}  // namespace boneage::detail

@@ -36,4 +36,8 @@ double set_output_bias_to_mean(BoneAgeNetImpl& net, const PreparedCache& cache,
 // many batch norms were set.
 int set_batchnorm_momentum(torch::nn::Module& module, double momentum);
 
+// Sets the rate of every Dropout below `module` (0: none, as in a run whose result must not
+// depend on how a batch is split between processes). Returns how many were set.
+int set_dropout(torch::nn::Module& module, double p);
+
 }  // namespace boneage::detail

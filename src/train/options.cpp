@@ -60,7 +60,12 @@ void to_json(nlohmann::json& j, const TrainOptions& o) {
          {"init_output_bias", o.init_output_bias},
          {"clip_grad_norm", o.clip_grad_norm},
          {"bn_momentum", o.bn_momentum},
-         {"input_norm", o.input_norm}};
+         {"input_norm", o.input_norm},
+         {"dropout", o.dropout},
+         {"device", o.device},
+         {"backend", o.backend},
+         {"dist_timeout_s", o.dist_timeout_s},
+         {"batch_norm", o.batch_norm}};
 }
 
 void from_json(const nlohmann::json& j, TrainOptions& o) {
@@ -108,6 +113,11 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
     o.clip_grad_norm = j.value("clip_grad_norm", d.clip_grad_norm);
     o.bn_momentum = j.value("bn_momentum", d.bn_momentum);
     o.input_norm = j.value("input_norm", d.input_norm);
+    o.dropout = j.value("dropout", d.dropout);
+    o.device = j.value("device", d.device);
+    o.backend = j.value("backend", d.backend);
+    o.dist_timeout_s = j.value("dist_timeout_s", d.dist_timeout_s);
+    o.batch_norm = j.value("batch_norm", d.batch_norm);
 }
 
 void validate(const TrainOptions& o) {
@@ -141,8 +151,9 @@ void validate(const TrainOptions& o) {
         throw UsageError(fmt::format("unknown loss '{}' (msle or mae)", o.loss));
     if (!(o.weight_decay >= 0.0) || !std::isfinite(o.weight_decay))
         throw UsageError(fmt::format("weight decay must be >= 0, not {}", o.weight_decay));
-    if (o.precision != "fp32" && o.precision != "bf16")
-        throw UsageError(fmt::format("unknown precision '{}' (fp32 or bf16)", o.precision));
+    if (o.precision != "fp32" && o.precision != "bf16" && o.precision != "fp16")
+        throw UsageError(
+            fmt::format("unknown precision '{}' (fp32, bf16 or fp16)", o.precision));
     if (o.weights_dtype != "float32" && o.weights_dtype != "float16")
         throw UsageError(
             fmt::format("unknown weights dtype '{}' (float32 or float16)", o.weights_dtype));
@@ -173,6 +184,19 @@ void validate(const TrainOptions& o) {
         throw UsageError(fmt::format("bn_momentum must be in [0, 1], not {}", o.bn_momentum));
     if (o.input_norm != "none" && o.input_norm != "dataset")
         throw UsageError(fmt::format("unknown input_norm '{}' (none or dataset)", o.input_norm));
+    if (!(o.dropout < 1.0) || std::isnan(o.dropout))
+        throw UsageError(fmt::format("dropout must be below 1 (below 0: the architecture's), "
+                                     "not {}",
+                                     o.dropout));
+    if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
+        throw UsageError(fmt::format("unknown device '{}' (cpu, cuda or auto)", o.device));
+    if (o.backend != "auto" && o.backend != "gloo" && o.backend != "nccl")
+        throw UsageError(fmt::format("unknown backend '{}' (gloo, nccl or auto)", o.backend));
+    if (!(o.dist_timeout_s >= 1.0) || !std::isfinite(o.dist_timeout_s))
+        throw UsageError(fmt::format("the distributed timeout must be at least 1 s, not {}",
+                                     o.dist_timeout_s));
+    if (o.batch_norm != "local" && o.batch_norm != "sync")
+        throw UsageError(fmt::format("unknown batch_norm '{}' (local or sync)", o.batch_norm));
     const AugmentSettings& a = o.augment_settings;
     if (a.rotation_deg < 0 || a.shift < 0 || a.scale < 0 || a.scale >= 1 || a.contrast < 0 ||
         a.contrast >= 1 || a.brightness < 0)
@@ -201,7 +225,8 @@ void to_json(nlohmann::json& j, const EpochStats& s) {
          {"lr", s.lr},
          {"best", s.best},
          {"grad_norm", number_or_null(s.grad_norm)},
-         {"clipped_steps", s.clipped_steps}};
+         {"clipped_steps", s.clipped_steps},
+         {"allreduce_ms", s.allreduce_ms}};
 }
 
 void from_json(const nlohmann::json& j, EpochStats& s) {
@@ -218,6 +243,7 @@ void from_json(const nlohmann::json& j, EpochStats& s) {
     s.best = j.value("best", false);
     s.grad_norm = number_or_nan(j, "grad_norm");
     s.clipped_steps = j.value("clipped_steps", 0);
+    s.allreduce_ms = j.value("allreduce_ms", 0.0);
 }
 
 }  // namespace boneage

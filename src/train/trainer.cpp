@@ -11,17 +11,24 @@
 #include <boneage/train.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <unistd.h>
 
 
 #include "train/batches.hpp"
 #include "train/checkpoint.hpp"
+#include "train/device.hpp"
+#include "train/distributed.hpp"
+#include "train/gradient_buckets.hpp"
 #include "train/net_setup.hpp"
 #include "train/preprocess_checks.hpp"
+#include "train/sync_batch_norm.hpp"
 #include "models/weights.hpp"
 
 namespace boneage {
@@ -53,8 +60,12 @@ struct Run {
     TrainOptions options;
     std::filesystem::path dir;
     detail::TrainData data;
+    detail::World world;          // the processes of the run; one by default
+    detail::DeviceChoice device;  // where this process computes
     BoneAgeNet net;
     std::unique_ptr<torch::optim::Optimizer> optimizer;
+    std::unique_ptr<detail::GradientBuckets> buckets;  // several processes: the all-reduce
+    detail::LossScale loss_scale{false};               // fp16 only
     EarlyStopping stopping;
     detail::WeightSnapshot best;
     std::vector<EpochStats> history;
@@ -66,8 +77,115 @@ struct Run {
     std::filesystem::path checkpoint() const { return dir / kCheckpointFile; }
 };
 
-void use_threads(int threads) {
-    torch::set_num_threads(threads > 0 ? threads : default_thread_count());
+// All cores by default; several processes on one host share them.
+void use_threads(int threads, const detail::ProcessEnv& env) {
+    const int processes = std::max(1, env.local_world_size);
+    torch::set_num_threads(threads > 0 ? threads
+                                       : std::max(1, default_thread_count() / processes));
+}
+
+detail::ProcessEnv process_env() { return detail::process_env_from(std::getenv); }
+
+struct Placement {
+    detail::World world;
+    detail::DeviceChoice device;
+};
+
+// Where this process computes, and the processes it trains with (none without a launcher):
+// `o`'s device, backend and timeout.
+Placement place(const TrainOptions& o, const detail::ProcessEnv& env) {
+    Placement p;
+    p.device = detail::choose_device(o.device, detail::cuda_device_count(), env.local_rank);
+    // A build without CUDA has nothing to fall back from: it says nothing.
+    if (!detail::built_with_cuda()) p.device.note.clear();
+    if (!env.present) return p;
+    if (!(o.dist_timeout_s >= 1.0))
+        throw UsageError(fmt::format("the distributed timeout must be at least 1 s, not {}",
+                                     o.dist_timeout_s));
+    const std::string backend = detail::choose_backend(o.backend, p.device.device.is_cuda());
+    p.world = detail::World::join(
+        env, backend,
+        std::chrono::milliseconds(static_cast<std::int64_t>(o.dist_timeout_s * 1000.0)));
+    return p;
+}
+
+// The checkpoint a resumed run starts from, on every rank: rank 0 reads it from the run dir
+// and hands its bytes to the others, which keep them in a temporary file while they load.
+class CheckpointCopy {
+public:
+    CheckpointCopy(detail::World& world, const std::filesystem::path& file) : path_(file) {
+        std::vector<std::uint8_t> bytes;
+        if (world.is_root()) {
+            std::ifstream in(file, std::ios::binary);
+            if (in) bytes.assign(std::istreambuf_iterator<char>(in), {});
+        }
+        if (!world.distributed()) return;
+        bytes = world.share_from_root("checkpoint", bytes);
+        if (bytes.empty())  // every rank says so, rank 0 too
+            throw Error(ErrorKind::NotFound, file,
+                        fmt::format("{}: rank 0 has no readable checkpoint here", world.where()));
+        if (world.is_root()) return;
+        path_ = std::filesystem::temp_directory_path() /
+                fmt::format("boneage-checkpoint-{}-rank{}.pt", ::getpid(), world.rank());
+        std::ofstream out(path_, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(bytes.data()),
+                  static_cast<std::streamsize>(bytes.size()));
+        out.close();
+        if (!out) throw Error(ErrorKind::CannotWrite, path_, "cannot keep the shared checkpoint");
+        owned_ = true;
+    }
+    ~CheckpointCopy() {
+        std::error_code ec;
+        if (owned_) std::filesystem::remove(path_, ec);
+    }
+    CheckpointCopy(const CheckpointCopy&) = delete;
+    CheckpointCopy& operator=(const CheckpointCopy&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+    bool owned_ = false;
+};
+
+// Adam's moments follow the weights to a CUDA device.
+void move_optimizer_state(torch::optim::Optimizer& optimizer, const torch::Device& device) {
+    if (!device.is_cuda()) return;
+    for (auto& [key, state] : optimizer.state()) {
+        if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(state.get())) {
+            adam->exp_avg(adam->exp_avg().to(device));
+            adam->exp_avg_sq(adam->exp_avg_sq().to(device));
+            if (adam->max_exp_avg_sq().defined())
+                adam->max_exp_avg_sq(adam->max_exp_avg_sq().to(device));
+        } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(state.get())) {
+            adamw->exp_avg(adamw->exp_avg().to(device));
+            adamw->exp_avg_sq(adamw->exp_avg_sq().to(device));
+            if (adamw->max_exp_avg_sq().defined())
+                adamw->max_exp_avg_sq(adamw->max_exp_avg_sq().to(device));
+        }
+    }
+}
+
+void check_split(const Run& run) {
+    if (run.options.batch_size < run.world.size())
+        throw UsageError(fmt::format("a batch of {} cannot be split between {} processes: the "
+                                     "batch is the global one, give at least one image each",
+                                     run.options.batch_size, run.world.size()));
+}
+
+// After the net exists: every rank starts from rank 0's weights (DistributedDataParallel's
+// convention), moves to its device, and hooks its gradients into the all-reduce.
+void prepare_net(Run& run) {
+    const TrainOptions& o = run.options;
+    if (o.dropout >= 0.0) detail::set_dropout(*run.net, o.dropout);
+    detail::broadcast_module(run.world, *run.net);
+    if (run.device.device.is_cuda()) run.net->to(run.device.device);
+    run.loss_scale = detail::LossScale(o.precision == "fp16");
+    if (o.precision == "fp16" && !run.device.device.is_cuda())
+        throw UsageError("precision fp16 needs a CUDA device; on the CPU use bf16 or fp32");
+}
+
+void hook_gradients(Run& run) {
+    run.buckets = std::make_unique<detail::GradientBuckets>(run.world, run.net->parameters());
 }
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(BoneAgeNetImpl& net,
@@ -209,60 +327,91 @@ double monitored(const EpochStats& s, const std::string& monitor) {
 }
 
 // One epoch of training steps; fills the train_* and timing fields of `stats`.
+//
+// With several processes every rank walks the same global order and takes its share of each
+// global batch (detail::share_of), so the batches, and what each image's augmentation draws,
+// are those of one process. Each rank's loss is its images' mean scaled by its share of the
+// batch times the ranks, so the all-reduce's mean of the gradients is the gradient of the
+// global batch's mean loss; the L2 term, the same on every rank, stays whole.
 void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stats) {
     const TrainOptions& o = run.options;
     const auto& rows = run.data.train_rows;
     const std::vector<std::size_t> order =
         detail::epoch_order(o.seed, epoch, rows.size(), run.order_rng);
-    const int steps = detail::steps_in_epoch(rows.size(), o.batch_size, o.steps_per_epoch);
+    const int ranks = run.world.size();
+    const int steps =
+        detail::steps_in_epoch(rows.size(), o.batch_size, o.steps_per_epoch, ranks);
     if (cb.on_epoch_start) cb.on_epoch_start(epoch, o.epochs, steps);
     stats.lr = learning_rate_at(o, epoch, 1, steps);
 
-    // Dropout draws from torch's generator: seed it per epoch so a resumed run repeats it.
-    torch::manual_seed(o.seed * 1000 + static_cast<std::uint64_t>(epoch));
+    // Dropout draws from torch's generator: seed it per epoch so a resumed run repeats it;
+    // each rank's stream apart from the others'.
+    torch::manual_seed(o.seed * 1000 + static_cast<std::uint64_t>(epoch) +
+                       (static_cast<std::uint64_t>(run.world.rank()) << 40));
     run.net->train();
     double loss_sum = 0.0, abs_sum = 0.0, seen = 0.0;
-    std::vector<double> epoch_ms, grad_norms;
+    std::vector<double> epoch_ms, grad_norms, wait_ms;
     stats.clipped_steps = 0;
+    const torch::Device device = run.device.device;
     // The next batch is read and augmented on a worker thread while this step runs; what a
     // batch holds depends only on (seed, epoch, rows), so the overlap changes no result.
     auto load = [&](int step) {
         const std::size_t begin = static_cast<std::size_t>(step - 1) * o.batch_size;
         const std::size_t end = std::min(order.size(), begin + o.batch_size);
+        const detail::Share share = detail::share_of(end - begin, run.world.rank(), ranks);
         std::vector<std::size_t> batch_rows;
-        for (std::size_t i = begin; i < end; ++i) batch_rows.push_back(rows[order[i]]);
-        return detail::make_batch(*run.data.train, batch_rows, run.net->config().input_size, o,
-                                  epoch, o.augment, /*threads=*/1);
+        for (std::size_t i = begin + share.begin; i < begin + share.end; ++i)
+            batch_rows.push_back(rows[order[i]]);
+        detail::Batch b = detail::make_batch(*run.data.train, batch_rows,
+                                             run.net->config().input_size, o, epoch, o.augment,
+                                             /*threads=*/1);
+        return std::make_pair(std::move(b), end - begin);
     };
-    std::future<detail::Batch> next = std::async(std::launch::async, load, 1);
+    // --batch-norm sync: this thread's forward passes normalise with the global batch.
+    const models::BatchNormHookScope sync_bn(
+        o.batch_norm == "sync" ? detail::sync_batch_norm_hook(run.world) : models::BatchNormHook());
+    std::future<std::pair<detail::Batch, std::size_t>> next =
+        std::async(std::launch::async, load, 1);
     for (int step = 1; step <= steps; ++step) {
         const Clock::time_point t0 = Clock::now();  // a wait for the loader counts too
-        const detail::Batch b = next.get();
+        auto [b, global_count] = next.get();
         if (step < steps) next = std::async(std::launch::async, load, step + 1);
+        if (device.is_cuda()) {
+            b.images = b.images.to(device);
+            b.ages = b.ages.to(device);
+            b.sex = b.sex.to(device);
+        }
 
         set_learning_rate(*run.optimizer, learning_rate_at(o, epoch, step, steps));
         run.optimizer->zero_grad();
         torch::Tensor pred;
         {
-            Bf16Autocast bf16(o.precision == "bf16");  // the loss and update stay fp32
+            detail::TrainingAutocast autocast(o.precision, device);  // loss and update stay fp32
             pred = run.net->forward(trains_channels_last(o) ? channels_last(b.images) : b.images,
                                     b.sex);
         }
         pred = pred.reshape({-1}).to(torch::kFloat32);
-        const torch::Tensor loss =
-            training_loss(o, run.net->config(), pred, b.ages) + l2_penalty(*run.net, o.l2);
-        const double loss_value = loss.item<double>();
+        const double n = static_cast<double>(b.ages.size(0));
+        torch::Tensor data_loss = training_loss(o, run.net->config(), pred, b.ages);
+        const torch::Tensor l2 = l2_penalty(*run.net, o.l2);
+        torch::Tensor loss = data_loss + l2;
+        const double loss_value = loss.item<double>();  // this rank's images
         if (!std::isfinite(loss_value)) diverged(run, epoch, step, steps, loss_value);
+        if (ranks > 1)
+            loss = data_loss * (n * ranks / static_cast<double>(global_count)) + l2;
+        if (run.loss_scale.enabled()) loss = loss * run.loss_scale.scale();
+        run.buckets->start();
         loss.backward();
+        wait_ms.push_back(run.buckets->finish());
+        const bool step_ok = run.loss_scale.unscale_and_check(run.net->parameters());
         if (o.clip_grad_norm > 0.0) {
             const double norm = torch::nn::utils::clip_grad_norm_(run.net->parameters(),
                                                                   o.clip_grad_norm);
             grad_norms.push_back(norm);
             if (norm > o.clip_grad_norm) ++stats.clipped_steps;
         }
-        run.optimizer->step();
+        if (step_ok) run.optimizer->step();  // fp16: skipped when the gradients overflowed
 
-        const double n = static_cast<double>(b.ages.size(0));
         loss_sum += loss_value * n;
         abs_sum += (pred.detach() - b.ages).abs().sum().item<double>();
         seen += n;
@@ -270,17 +419,47 @@ void train_epoch(Run& run, int epoch, const TrainCallbacks& cb, EpochStats& stat
         if (cb.on_step) cb.on_step(step, steps, loss_sum / seen, abs_sum / seen);
     }
     run.step_ms.insert(run.step_ms.end(), epoch_ms.begin(), epoch_ms.end());
-    stats.train_loss = loss_sum / seen;
-    stats.train_mae = abs_sum / seen;
+    // The epoch's figures over every rank's images.
+    torch::Tensor sums = torch::tensor({loss_sum, abs_sum, seen}, torch::kFloat64);
+    run.world.all_reduce_sum(sums);
+    stats.train_loss = sums[0].item<double>() / sums[2].item<double>();
+    stats.train_mae = sums[1].item<double>() / sums[2].item<double>();
     stats.ms_per_step = median(epoch_ms);
     stats.grad_norm = grad_norms.empty() ? kNaN : median(grad_norms);
+    stats.allreduce_ms = run.world.distributed() ? median(wait_ms) : 0.0;
+    // Local batch norm: each rank's running statistics saw only its images; keep rank 0's
+    // everywhere, so validation and the checkpoint see one model (DDP's broadcast_buffers).
+    detail::broadcast_module(run.world, *run.net, /*parameters=*/false, /*buffers=*/true);
+}
+
+// Every rank measures its share of the validation rows; the sums are then reduced.
+ValidationMetrics measure_shared(Run& run) {
+    const auto& rows = run.data.val_rows;
+    if (!run.world.distributed())
+        return measure(*run.net, *run.data.val, rows, run.options.batch_size);
+    const detail::Share share = detail::share_of(rows.size(), run.world.rank(), run.world.size());
+    ValidationMetrics mine;
+    if (share.size() > 0)
+        mine = measure(*run.net, *run.data.val,
+                       std::vector<std::size_t>(rows.begin() + share.begin, rows.begin() + share.end),
+                       run.options.batch_size);
+    const double n = static_cast<double>(mine.n);
+    torch::Tensor sums = torch::tensor(
+        {n, mine.mae * n, mine.rmse * mine.rmse * n, mine.msle * n}, torch::kFloat64);
+    run.world.all_reduce_sum(sums);
+    ValidationMetrics all;
+    all.n = static_cast<std::size_t>(sums[0].item<double>());
+    const double total = sums[0].item<double>();
+    all.mae = sums[1].item<double>() / total;
+    all.rmse = std::sqrt(sums[2].item<double>() / total);
+    all.msle = sums[3].item<double>() / total;
+    return all;
 }
 
 void validate_epoch(Run& run, EpochStats& stats) {
     stats.val_loss = stats.val_mae = stats.val_rmse = stats.val_msle = kNaN;
     if (run.data.val_rows.empty()) return;
-    const ValidationMetrics m =
-        measure(*run.net, *run.data.val, run.data.val_rows, run.options.batch_size);
+    const ValidationMetrics m = measure_shared(run);
     torch::NoGradGuard no_grad;
     stats.val_msle = m.msle;
     const double loss =
@@ -301,11 +480,18 @@ void run_epochs(Run& run, const TrainCallbacks& cb) {
         run.stopped_early =
             run.stopping.update(epoch, monitored(stats, run.options.early_stopping.monitor));
         stats.best = run.stopping.improved();
+        // Rank 0 decides; the others hold the same reduced figures, but one decision is sure
+        // to end every rank's loop at the same epoch.
+        torch::Tensor decision =
+            torch::tensor({run.stopped_early ? 1.0 : 0.0, stats.best ? 1.0 : 0.0});
+        run.world.broadcast(decision);
+        run.stopped_early = decision[0].item<double>() > 0.5;
+        stats.best = decision[1].item<double>() > 0.5;
         if (stats.best) run.best = detail::snapshot(*run.net);
         stats.seconds = ms_since(t0) / 1000.0;
         run.history.push_back(stats);
         run.epochs_done = epoch;
-        save_run(run);
+        if (run.world.is_root()) save_run(run);
         if (cb.on_epoch_end) cb.on_epoch_end(stats, run.options.epochs);
     }
 }
@@ -331,12 +517,15 @@ nlohmann::json training_summary(const Run& run, double ms_per_step) {
         {"init_from", o.init_from.empty() ? nlohmann::json() : nlohmann::json(o.init_from.string())},
         {"options", o},
         {"history", history},
-        {"ms_per_step", ms_per_step}};
+        {"ms_per_step", ms_per_step},
+        {"processes", run.world.size()}};
 }
 
-// Puts the best epoch's weights back and writes the model file.
+// Puts the best epoch's weights back and writes the model file (rank 0 only).
 TrainResult finish(Run& run) {
     if (!run.best.empty()) detail::restore(*run.net, run.best);
+    run.buckets.reset();
+    if (run.device.device.is_cuda()) run.net->to(torch::kCPU);
     run.net->eval();
 
     TrainResult r;
@@ -347,6 +536,11 @@ TrainResult finish(Run& run) {
     r.best_epoch = run.stopping.best_epoch();
     r.stopped_early = run.stopped_early;
     r.ms_per_step = median(run.step_ms);
+    r.rank = run.world.rank();
+    r.world_size = run.world.size();
+    if (run.world.distributed()) r.process_group = run.world.where();
+    r.device = run.device.device.str();
+    r.device_note = run.device.note;
 
     r.meta.config = run.net->config();
     r.meta.weights_dtype = run.options.weights_dtype;
@@ -362,7 +556,8 @@ TrainResult finish(Run& run) {
                              {"rmse", b.val_rmse},
                              {"msle", b.val_msle}};
     }
-    save_model(run.options.out, run.net, r.meta);
+    if (run.world.is_root()) save_model(run.options.out, run.net, r.meta);
+    run.world.barrier();  // every rank ends once the model file is there
     return r;
 }
 
@@ -370,9 +565,14 @@ TrainResult finish(Run& run) {
 
 TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) {
     validate(options);
+    const detail::ProcessEnv env = process_env();
     Run run(options, run_dir_of(options), EarlyStopping(options.early_stopping));
     check_validation(run);
-    use_threads(options.threads);
+    use_threads(options.threads, env);
+    Placement placed = place(options, env);
+    run.world = placed.world;
+    run.device = placed.device;
+    check_split(run);
 
     ModelConfig config;
     config.arch = options.arch;
@@ -415,16 +615,20 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
     if (options.init_output_bias == "mean")
         detail::set_output_bias_to_mean(*run.net, *run.data.train, run.data.train_rows,
                                         training_mean(run.data), options.batch_size);
+    prepare_net(run);
     use_memory_format(*run.net, options);
     run.optimizer = make_optimizer(*run.net, options);
+    hook_gradients(run);
 
-    std::error_code ec;
-    std::filesystem::create_directories(run.dir, ec);
-    if (ec)
-        throw Error(ErrorKind::NotFound, run.dir,
-                    "cannot create the run directory: " + ec.message());
-    std::filesystem::remove(run.checkpoint(), ec);  // an earlier run's; this one starts over
-    std::filesystem::remove(run.dir / kHistoryFile, ec);
+    if (run.world.is_root()) {
+        std::error_code ec;
+        std::filesystem::create_directories(run.dir, ec);
+        if (ec)
+            throw Error(ErrorKind::NotFound, run.dir,
+                        "cannot create the run directory: " + ec.message());
+        std::filesystem::remove(run.checkpoint(), ec);  // an earlier run's; this one starts over
+        std::filesystem::remove(run.dir / kHistoryFile, ec);
+    }
 
     run_epochs(run, callbacks);
     return finish(run);
@@ -432,23 +636,41 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
 
 TrainResult resume_training(const std::filesystem::path& run_dir, const ResumeOptions& resume,
                             const TrainCallbacks& callbacks) {
-    const std::filesystem::path file = run_dir / kCheckpointFile;
+    // The processes meet first: with several, only rank 0 needs to see the run dir.
+    const detail::ProcessEnv env = process_env();
+    TrainOptions launch;
+    launch.device = resume.device.value_or(launch.device);
+    launch.backend = resume.backend.value_or(launch.backend);
+    launch.dist_timeout_s = resume.dist_timeout_s.value_or(launch.dist_timeout_s);
+    Placement placed = place(launch, env);
+    CheckpointCopy checkpoint(placed.world, run_dir / kCheckpointFile);
+    const std::filesystem::path file = checkpoint.path();
+
     detail::CheckpointState state = detail::read_checkpoint_state(file);
     TrainOptions options = state.options;
     if (resume.epochs) options.epochs = *resume.epochs;
     if (resume.learning_rate) options.learning_rate = *resume.learning_rate;
     if (resume.threads) options.threads = *resume.threads;
+    options.device = launch.device;
+    options.backend = launch.backend;
+    options.dist_timeout_s = launch.dist_timeout_s;
     options.run_dir = run_dir;
     validate(options);
 
     Run run(options, run_dir, EarlyStopping::from_state(state.early_stopping));
+    run.world = placed.world;
+    run.device = placed.device;
     check_validation(run);
-    use_threads(options.threads);
+    check_split(run);
+    use_threads(options.threads, env);
     run.net = make_model(state.config);
     detail::set_batchnorm_momentum(*run.net, options.bn_momentum);
     run.optimizer = make_optimizer(*run.net, state.options);
     detail::load_checkpoint_tensors(file, *run.net, *run.optimizer, run.best);
+    prepare_net(run);
+    move_optimizer_state(*run.optimizer, run.device.device);
     use_memory_format(*run.net, options);
+    hook_gradients(run);
     if (resume.learning_rate) set_learning_rate(*run.optimizer, *resume.learning_rate);
     run.history = std::move(state.history);
     run.step_ms = std::move(state.step_ms);

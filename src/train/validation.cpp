@@ -16,6 +16,9 @@ ValidationMetrics measure(BoneAgeNetImpl& net, const PreparedCache& cache,
 
     net.eval();
     torch::NoGradGuard no_grad;
+    // Where the net is (a CUDA device in a GPU run); the figures are summed on the CPU.
+    const auto params = net.parameters();
+    const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params[0].device();
     double abs_sum = 0.0, sq_sum = 0.0, msle_sum = 0.0;
     for (std::size_t start = 0; start < rows.size(); start += bs) {
         const std::size_t end = std::min(rows.size(), start + bs);
@@ -26,9 +29,11 @@ ValidationMetrics measure(BoneAgeNetImpl& net, const PreparedCache& cache,
             ages.push_back(static_cast<float>(cache.age_months(rows[i])));
             sex.push_back(cache.male(rows[i]) ? 1.0f : 0.0f);
         }
-        const torch::Tensor x = resize_batch(images_to_tensor(images, size), input_size);
-        const torch::Tensor pred =
-            net.forward(x, torch::tensor(sex)).reshape({-1}).to(torch::kFloat64);
+        const torch::Tensor x =
+            resize_batch(images_to_tensor(images, size), input_size).to(device);
+        const torch::Tensor pred = net.forward(x, torch::tensor(sex).to(device))
+                                       .reshape({-1})
+                                       .to(torch::kCPU, torch::kFloat64);
         const torch::Tensor target = torch::tensor(ages).to(torch::kFloat64);
         const torch::Tensor diff = pred - target;
         abs_sum += diff.abs().sum().item<double>();

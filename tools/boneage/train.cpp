@@ -4,6 +4,7 @@
 #include <boneage/error.hpp>
 #include <boneage/train.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -61,6 +62,7 @@ std::string epoch_summary(const EpochStats& s, int epochs) {
     if (std::isfinite(s.grad_norm))
         line += fmt::format(" | grad norm {:.3g} ({} clipped)", s.grad_norm, s.clipped_steps);
     line += fmt::format(" | {:.0f} ms/step  {}", s.ms_per_step, format_duration(s.seconds));
+    if (s.allreduce_ms > 0.0) line += fmt::format("  (all-reduce wait {:.1f} ms/step)", s.allreduce_ms);
     if (s.best) line += "  best";
     return line;
 }
@@ -81,9 +83,15 @@ TrainCallbacks progress_callbacks(std::unique_ptr<ProgressBar>& bar) {
     return cb;
 }
 
+// Under a launcher only rank 0 draws the progress: the ranks move in step.
+bool shows_progress() {
+    const char* rank = std::getenv("RANK");
+    return rank == nullptr || *rank == '\0' || std::string(rank) == "0";
+}
+
 int run_train(TrainArgs& a, const CLI::App& sub) {
     std::unique_ptr<ProgressBar> bar;
-    const TrainCallbacks cb = progress_callbacks(bar);
+    const TrainCallbacks cb = shows_progress() ? progress_callbacks(bar) : TrainCallbacks{};
     TrainResult r;
     if (a.resume) {
         std::filesystem::path dir = a.run_dir;
@@ -93,6 +101,9 @@ int run_train(TrainArgs& a, const CLI::App& sub) {
         if (sub.count("--epochs")) resume.epochs = a.options.epochs;
         if (sub.count("--lr")) resume.learning_rate = a.options.learning_rate;
         if (sub.count("--threads")) resume.threads = a.options.threads;
+        if (sub.count("--device")) resume.device = a.options.device;
+        if (sub.count("--backend")) resume.backend = a.options.backend;
+        if (sub.count("--dist-timeout")) resume.dist_timeout_s = a.options.dist_timeout_s;
         r = resume_training(dir, resume, cb);
     } else {
         if (a.train_cache.empty())
@@ -106,15 +117,22 @@ int run_train(TrainArgs& a, const CLI::App& sub) {
         if (!a.fold.empty()) set_fold(o, a.fold, sub);
         r = train(o, cb);
     }
+    if (!r.device_note.empty()) std::cerr << "boneage train: " << r.device_note << "\n";
+    if (r.rank != 0) {
+        std::cerr << fmt::format("rank {} of {}: done; rank 0 wrote {}\n", r.rank, r.world_size,
+                                 r.model_file.string());
+        return kOk;
+    }
     std::string best;
     if (r.best_epoch > 0 && r.meta.validation.contains("mae"))
         best = fmt::format(", val MAE {:.2f} months, RMSE {:.2f}",
                            r.meta.validation["mae"].get<double>(),
                            r.meta.validation["rmse"].get<double>());
-    std::cerr << fmt::format("wrote {}: best epoch {} of {}{}{}; {:.0f} ms/step; run in {}\n",
+    std::cerr << fmt::format("wrote {}: best epoch {} of {}{}{}; {:.0f} ms/step; run in {}{}\n",
                              r.model_file.string(), r.best_epoch, r.epochs_run, best,
                              r.stopped_early ? " (stopped early)" : "", r.ms_per_step,
-                             r.run_dir.string());
+                             r.run_dir.string(),
+                             r.process_group.empty() ? "" : "; as " + r.process_group);
     return kOk;
 }
 
@@ -136,7 +154,8 @@ const Command train_command{
         sub.add_option("--epochs", o.epochs, "Most epochs to run (with --resume: a new maximum)")
             ->check(CLI::PositiveNumber)
             ->capture_default_str();
-        sub.add_option("--batch", o.batch_size, "Images per step")
+        sub.add_option("--batch", o.batch_size,
+                       "Images per step (with several processes: of all of them together)")
             ->check(CLI::PositiveNumber)
             ->capture_default_str();
         sub.add_option("--lr", o.learning_rate, "Adam learning rate (with --resume: from now on)")
@@ -212,17 +231,44 @@ const Command train_command{
                      "below (default: on)");
         sub.add_option("--precision", o.precision,
                        "fp32 | bf16 (autocast, fp32 master weights; fast where the CPU has "
-                       "native bf16)")
-            ->check(CLI::IsMember({"fp32", "bf16"}))
+                       "native bf16) | fp16 (CUDA only, with a dynamic loss scale)")
+            ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
             ->capture_default_str();
-        sub.add_option("--threads", o.threads, "Torch threads (0: all cores)")
+        sub.add_option("--device", o.device,
+                       "cpu | cuda | auto (CUDA device LOCAL_RANK when there is one, else the "
+                       "CPU); with --resume: for the rest of the run")
+            ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+            ->capture_default_str();
+        sub.add_option("--backend", o.backend,
+                       "Between processes started by a launcher (RANK, WORLD_SIZE, LOCAL_RANK, "
+                       "MASTER_ADDR, MASTER_PORT; docs/DISTRIBUTED.md): gloo | nccl | auto "
+                       "(nccl on CUDA, else gloo)")
+            ->check(CLI::IsMember({"gloo", "nccl", "auto"}))
+            ->capture_default_str();
+        sub.add_option("--dist-timeout", o.dist_timeout_s,
+                       "Seconds to wait for the other processes, at the start and in every "
+                       "all-reduce; a lost peer ends the run with an error after at most this")
+            ->check(CLI::Range(1.0, 86400.0))
+            ->capture_default_str();
+        sub.add_option("--batch-norm", o.batch_norm,
+                       "Several processes: local (each normalises its share of the batch; rank "
+                       "0's running statistics are kept) | sync (the whole batch's statistics)")
+            ->check(CLI::IsMember({"local", "sync"}))
+            ->capture_default_str();
+        sub.add_option("--dropout", o.dropout,
+                       "Dropout rate of the head; below 0: the architecture's own (the paper's)")
+            ->check(CLI::Range(-1.0, 0.99))
+            ->capture_default_str();
+        sub.add_option("--threads", o.threads,
+                       "Torch threads (0: all cores, divided between a host's processes)")
             ->check(CLI::NonNegativeNumber)
             ->capture_default_str();
         sub.add_option("--run-dir", a->run_dir,
                        "Folder for checkpoints and history.csv (default: <out>.run)");
         sub.add_flag("--resume", a->resume,
-                     "Continue the run in --run-dir from its last checkpoint; only --epochs, --lr "
-                     "and --threads may change");
+                     "Continue the run in --run-dir from its last checkpoint; only --epochs, --lr, "
+                     "--threads, --device, --backend and --dist-timeout may change (and the "
+                     "number of processes)");
         sub.add_option("--monitor", es.monitor,
                        "Early-stopping metric: val_mae | val_loss | val_rmse | "
                        "train_loss | train_mae")
