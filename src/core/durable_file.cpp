@@ -47,6 +47,10 @@ std::string temp_prefix(const fs::path& target) {
     return "." + target.filename().string() + ".tmp-" + host_name() + "-";
 }
 
+fs::path folder_of(const fs::path& file) {
+    return file.has_parent_path() ? file.parent_path() : fs::path(".");
+}
+
 }  // namespace
 
 fs::path temp_beside(const fs::path& target) {
@@ -60,7 +64,7 @@ fs::path temp_beside(const fs::path& target) {
 }
 
 int remove_stale_temps(const fs::path& target) {
-    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    const fs::path folder = folder_of(target);
     const std::string prefix = temp_prefix(target);
     int removed = 0;
     std::error_code ec;
@@ -85,7 +89,7 @@ void commit_file(const fs::path& tmp, const fs::path& target) {
     // the disk says no, so its error must stop the rename.
     if (int err = sync_path(tmp, O_RDONLY); err != 0) {
         drop_tmp();
-        fail(tmp, "cannot flush to disk", err);
+        fail(target, "cannot flush to disk", err);
     }
     if (::rename(tmp.c_str(), target.c_str()) != 0) {
         const int err = errno;
@@ -93,7 +97,7 @@ void commit_file(const fs::path& tmp, const fs::path& target) {
         fail(target, "cannot move into place", err);
     }
     // The rename itself lives in the folder; without this a power cut may forget it.
-    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    const fs::path folder = folder_of(target);
     if (int err = sync_path(folder, O_RDONLY | O_DIRECTORY); err != 0 && err != EINVAL)
         fail(folder, "cannot flush the folder", err);
 }

@@ -65,24 +65,19 @@ public:
     // `header_bytes` is reserved for the header, which is written last, once the rows that
     // succeeded are known.
     CacheWriter(fs::path out, std::size_t header_bytes)
-        : out_(std::move(out)), header_bytes_(header_bytes) {
-        tmp_ = temp_beside(out_);
+        : out_(std::move(out)), tmp_(temp_beside(out_)), header_bytes_(header_bytes) {
         if (out_.has_parent_path()) {
             std::error_code ec;
             fs::create_directories(out_.parent_path(), ec);
         }
-        file_ = std::fopen(tmp_.c_str(), "wb");
+        file_ = std::fopen(tmp_.path().c_str(), "wb");
         if (!file_) fail("cannot create");
         std::vector<char> zeros(pixel_offset(header_bytes_), 0);
         write(zeros.data(), zeros.size());
     }
 
     ~CacheWriter() {
-        if (file_) std::fclose(file_);
-        if (!committed_) {
-            std::error_code ec;
-            fs::remove(tmp_, ec);
-        }
+        if (file_) std::fclose(file_);  // before tmp_ removes the file
     }
 
     CacheWriter(const CacheWriter&) = delete;
@@ -94,7 +89,7 @@ public:
     // size, then moves the file into place.
     void commit(std::string json) {
         if (json.size() > header_bytes_)
-            throw Error(ErrorKind::Internal, tmp_, "cache header outgrew its reserved space");
+            throw Error(ErrorKind::Internal, out_, "cache header outgrew its reserved space");
         json.resize(header_bytes_, ' ');
         const auto version = put_u32(PreparedCache::kVersion);
         const auto header_size = put_u32(std::uint32_t(header_bytes_));
@@ -106,8 +101,7 @@ public:
         int closed = std::fclose(file_);
         file_ = nullptr;
         if (closed != 0) fail("cannot finish writing");
-        committed_ = true;  // commit_file removes the temporary file itself when it fails
-        commit_file(tmp_, out_);
+        tmp_.commit(out_);
     }
 
 private:
@@ -119,10 +113,10 @@ private:
         throw Error(ErrorKind::CannotWrite, out_, fmt::format("{}: {}", what, std::strerror(errno)));
     }
 
-    fs::path out_, tmp_;
+    fs::path out_;
+    TempFileGuard tmp_;
     std::size_t header_bytes_;
     std::FILE* file_ = nullptr;
-    bool committed_ = false;
 };
 
 // Reads and preprocesses one image; the result is size x size, CV_8UC1, continuous.

@@ -191,12 +191,8 @@ void Service::Impl::draw_heatmap(const Case& c, const std::filesystem::path& inp
         cv::Mat image = cv::imread(input.string(), cv::IMREAD_GRAYSCALE);
         if (image.empty()) throw Error(ErrorKind::NotAnImage, input, "cannot be read");
         cv::Mat png = render_heatmap(image, saliency(p.model(), image, c.male).map, caption);
-        // Written aside and renamed: two requests drawing it at once never serve half a file.
-        std::filesystem::path tmp = picture;
-        tmp += ".tmp.png";
-        if (!cv::imwrite(tmp.string(), png))
-            throw Error(ErrorKind::NotFound, tmp, "the heatmap could not be written");
-        std::filesystem::rename(tmp, picture);
+        // Whole or not at all: two requests drawing it at once never serve half a file.
+        write_image(picture, png);
     };
     worker->run(draw).get();
 }

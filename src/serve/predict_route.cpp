@@ -3,6 +3,7 @@
 // images as one case, ok or rejected. A file that cannot be read at all is not a case (422).
 #include <fmt/format.h>
 
+#include <boneage/image.hpp>
 #include <boneage/calendar.hpp>
 #include <boneage/dataset.hpp>
 #include <boneage/error.hpp>
@@ -52,15 +53,6 @@ PredictRequest form_request(const httplib::Request& req) {
     if (r.birth_date && r.study_date)
         age_in_months(parse_date(*r.birth_date), parse_date(*r.study_date));  // order checked
     return r;
-}
-
-// Writes `image` to `file` through a temporary file renamed into place.
-void write_png(const std::filesystem::path& file, const cv::Mat& image) {
-    std::filesystem::path tmp = file;
-    tmp += ".tmp.png";
-    if (!cv::imwrite(tmp.string(), image))
-        throw Error(ErrorKind::NotFound, tmp, "the picture could not be written");
-    std::filesystem::rename(tmp, file);
 }
 
 NewCase new_case(const Prediction& p, const std::string& name, const std::string& ext) {
@@ -129,7 +121,7 @@ void Service::Impl::read_upload(const httplib::MultipartFormData& upload, const 
     // The upload and the preprocessed hand take the case's id in the transaction recording it.
     const std::int64_t id = store->add_case(new_case(p, upload.filename, ext), [&](std::int64_t n) {
         std::filesystem::rename(file, dir / fmt::format("{}.{}", n, ext));
-        if (!p.image.empty()) write_png(dir / fmt::format("{}.input.png", n), p.image);
+        if (!p.image.empty()) write_image(dir / fmt::format("{}.input.png", n), p.image);
     });
     serve::send_json(res, case_json(*store->get_case(id)));
 }
