@@ -3,9 +3,14 @@
 // the CPU time find_hand took); `compare` reads two such files and prints the IoU distribution
 // of the boxes and the images whose boxes differ most. The time is the calling thread's CPU
 // time (CLOCK_THREAD_CPUTIME_ID), so other processes sharing the core do not count in it.
+// `reference-boxes` does the same with hand_finder::find_hand_reference, the finder as first
+// written, which the fast one must agree with.
 //
 //   build/bench-hand-box-agreement boxes DIR OUT.csv [REPS]
+//   build/bench-hand-box-agreement reference-boxes DIR OUT.csv [REPS]
 //   build/bench-hand-box-agreement compare BEFORE.csv AFTER.csv [WORST]
+#include "../src/preprocess/hand_finder_steps.hpp"  // find_hand_reference (internal)
+
 #include <boneage/image.hpp>
 #include <boneage/preprocess.hpp>
 
@@ -46,7 +51,9 @@ double percentile(std::vector<double> v, double p) {
 
 // The median of REPS timed calls per image (after one untimed call), so a moment of load on a
 // shared machine does not pass for the finder's cost.
-int boxes(const std::filesystem::path& dir, const std::filesystem::path& out, int reps) {
+int boxes(const std::filesystem::path& dir, const std::filesystem::path& out, int reps,
+          bool reference) {
+    const auto finder = reference ? boneage::hand_finder::find_hand_reference : boneage::find_hand;
     std::vector<std::filesystem::path> files;
     for (const auto& entry : std::filesystem::directory_iterator(dir))
         if (entry.path().extension() == ".png") files.push_back(entry.path());
@@ -62,11 +69,11 @@ int boxes(const std::filesystem::path& dir, const std::filesystem::path& out, in
     std::vector<double> times;
     for (const auto& file : files) {
         const cv::Mat grey = boneage::to_grey8(boneage::read_radiograph(file).pixels, "bench");
-        boneage::HandBox hand = boneage::find_hand(grey, settings);
+        boneage::HandBox hand = finder(grey, settings);
         std::vector<double> ms;
         for (int rep = 0; rep < reps; ++rep) {
             const double start = thread_cpu_ms();
-            hand = boneage::find_hand(grey, settings);
+            hand = finder(grey, settings);
             ms.push_back(thread_cpu_ms() - start);
         }
         const double median = percentile(ms, 0.5);
@@ -74,9 +81,9 @@ int boxes(const std::filesystem::path& dir, const std::filesystem::path& out, in
         csv << fmt::format("{},{},{},{},{},{},{:.3f}\n", file.stem().string(), hand.box.x,
                            hand.box.y, hand.box.width, hand.box.height, hand.method, median);
     }
-    fmt::print("{} images, find_hand CPU ms/image on one thread: median {:.2f}, p90 {:.2f}, "
+    fmt::print("{} images, {} CPU ms/image on one thread: median {:.2f}, p90 {:.2f}, "
                "mean {:.2f}, max {:.2f}\n",
-               files.size(), percentile(times, 0.5), percentile(times, 0.9),
+               files.size(), reference ? "find_hand_reference" : "find_hand", percentile(times, 0.5), percentile(times, 0.9),
                std::accumulate(times.begin(), times.end(), 0.0) / times.size(),
                percentile(times, 1.0));
     return 0;
@@ -167,8 +174,9 @@ int compare(const std::filesystem::path& before_csv, const std::filesystem::path
 int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     try {
-        if (mode == "boxes" && argc >= 4)
-            return boxes(argv[2], argv[3], argc > 4 ? std::max(1, std::atoi(argv[4])) : 1);
+        if ((mode == "boxes" || mode == "reference-boxes") && argc >= 4)
+            return boxes(argv[2], argv[3], argc > 4 ? std::max(1, std::atoi(argv[4])) : 1,
+                         mode == "reference-boxes");
         if (mode == "compare" && argc >= 4)
             return compare(argv[2], argv[3], argc > 4 ? std::max(0, std::atoi(argv[4])) : 10);
     } catch (const std::exception& e) {
@@ -176,7 +184,8 @@ int main(int argc, char** argv) {
         return 1;
     }
     fmt::print(stderr,
-               "usage: {0} boxes DIR OUT.csv [REPS]\n       {0} compare BEFORE.csv AFTER.csv "
+               "usage: {0} boxes DIR OUT.csv [REPS]\n       {0} reference-boxes DIR OUT.csv "
+               "[REPS]\n       {0} compare BEFORE.csv AFTER.csv "
                "[WORST]\n",
                argc > 0 ? argv[0] : "bench-hand-box-agreement");
     return 2;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -136,6 +137,84 @@ TEST(HandFinder, EllipseMorphologyGivesOpenCvsPixels) {
                                cv::NORM_INF), 0.0);
             EXPECT_EQ(cv::norm(boneage::hand_finder::close_ellipse(noise, k), closed_grey,
                                cv::NORM_INF), 0.0);
+        }
+    }
+}
+
+// The fast finder's box is the reference's to the pixel, with the same method, confidence
+// and warnings, on phantoms of every frame size and depth, with and without nuisances (film
+// rims, markers, labels, shading): the fast steps (run-length components, the 16-bit Hough
+// accumulator, the background rounds' shared noise list) change the cost, not the answer.
+TEST(HandFinder, FastFinderGivesTheReferencesBoxesOnPhantoms) {
+    const std::vector<cv::Size> frames = {{512, 640}, {640, 512}, {400, 400}, {900, 1200},
+                                          {350, 512}};
+    const std::vector<boneage::PhantomLabel> labels = boneage::phantom_labels(30, 23);
+    for (int i = 0; i < 30; ++i) {
+        SCOPED_TRACE(labels[i].id);
+        boneage::SynthOptions o;
+        o.width = frames[i % frames.size()].width;
+        o.height = frames[i % frames.size()].height;
+        o.nuisances = i % 6 != 5;
+        o.bits16 = i % 4 == 2;
+        const boneage::Phantom p = boneage::make_phantom(labels[i], 2000 + i, o);
+        const cv::Mat grey = boneage::to_8bit(p.image);
+        const boneage::HandBox fast = boneage::find_hand(grey);
+        const boneage::HandBox reference = boneage::hand_finder::find_hand_reference(grey);
+        EXPECT_EQ(fast.box, reference.box);
+        EXPECT_EQ(fast.method, reference.method);
+        EXPECT_EQ(fast.confidence, reference.confidence);
+        EXPECT_EQ(fast.warnings, reference.warnings);
+    }
+}
+
+// hough_segments finds cv::HoughLinesP's segments, in its order, on edge maps with long
+// lines (which start walks and withdraw votes), short ones, and scattered pixels.
+TEST(HandFinder, HoughSegmentsAreOpenCvsSegments) {
+    cv::RNG rng(17);
+    for (int trial = 0; trial < 60; ++trial) {
+        cv::Mat edges = cv::Mat::zeros(60 + rng.uniform(0, 460), 60 + rng.uniform(0, 460), CV_8UC1);
+        for (int l = rng.uniform(0, 8); l > 0; --l)
+            cv::line(edges, {rng.uniform(-40, edges.cols + 40), rng.uniform(-40, edges.rows + 40)},
+                     {rng.uniform(-40, edges.cols + 40), rng.uniform(-40, edges.rows + 40)},
+                     cv::Scalar(255), 1);
+        for (int k = rng.uniform(0, 4000); k > 0; --k)
+            edges.at<uchar>(rng.uniform(0, edges.rows), rng.uniform(0, edges.cols)) = 255;
+        const int length = std::max(edges.cols, edges.rows) / 4;
+        std::vector<cv::Vec4i> expected;
+        cv::HoughLinesP(edges, expected, 1, CV_PI / 360, length / 2, length, 3);
+        const std::vector<cv::Vec4i> found =
+            boneage::hand_finder::hough_segments(edges, CV_PI / 360, length / 2, length, 3);
+        ASSERT_EQ(found.size(), expected.size()) << "trial " << trial << ", " << edges.size();
+        for (std::size_t i = 0; i < found.size(); ++i) EXPECT_EQ(found[i], expected[i]);
+    }
+}
+
+// connected_components gives OpenCV's components (8-connected): the same areas and boxes,
+// and the same pixels together, whatever the numbering.
+TEST(HandFinder, RunComponentsAreOpenCvsComponents) {
+    cv::RNG rng(29);
+    for (const cv::Size size : {cv::Size(1, 1), cv::Size(9, 1), cv::Size(1, 7), cv::Size(37, 23),
+                                cv::Size(512, 400)}) {
+        for (const int density : {250, 200, 120}) {
+            SCOPED_TRACE(::testing::Message() << size << " density " << density);
+            cv::Mat noise(size, CV_8UC1);
+            rng.fill(noise, cv::RNG::UNIFORM, 0, 256);
+            const cv::Mat mask = noise > density;
+            cv::Mat labels, stats, centroids, fast_labels, fast_stats;
+            const int count = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+            ASSERT_EQ(boneage::hand_finder::connected_components(mask, fast_labels, fast_stats), count);
+            std::vector<int> to_fast(count, -1);
+            for (int y = 0; y < mask.rows; ++y)
+                for (int x = 0; x < mask.cols; ++x) {
+                    const int a = labels.at<int>(y, x), b = fast_labels.at<int>(y, x);
+                    ASSERT_EQ(a == 0, b == 0);
+                    if (to_fast[a] < 0) to_fast[a] = b;
+                    ASSERT_EQ(to_fast[a], b) << "at " << x << "," << y;
+                }
+            for (int i = 1; i < count; ++i)
+                for (const int stat : {cv::CC_STAT_LEFT, cv::CC_STAT_TOP, cv::CC_STAT_WIDTH,
+                                       cv::CC_STAT_HEIGHT, cv::CC_STAT_AREA})
+                    EXPECT_EQ(fast_stats.at<int>(to_fast[i], stat), stats.at<int>(i, stat));
         }
     }
 }

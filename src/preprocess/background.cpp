@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 
 namespace boneage::hand_finder {
 
@@ -21,12 +22,23 @@ using Histogram = std::array<double, 256>;
 constexpr int kLowest = 3, kHighest = 252;
 
 Histogram histogram_of(const cv::Mat& image8) {
-    Histogram h{};
+    // Counted in integers (four tallies, so that runs of one grey level do not wait on each
+    // other), the same whole numbers as counting in doubles.
+    std::array<std::array<std::uint32_t, 256>, 4> tally{};
     for (int y = 0; y < image8.rows; ++y) {
         const uchar* row = image8.ptr<uchar>(y);
-        for (int x = 0; x < image8.cols; ++x) h[row[x]] += 1.0;
+        int x = 0;
+        for (; x + 4 <= image8.cols; x += 4) {
+            ++tally[0][row[x]];
+            ++tally[1][row[x + 1]];
+            ++tally[2][row[x + 2]];
+            ++tally[3][row[x + 3]];
+        }
+        for (; x < image8.cols; ++x) ++tally[0][row[x]];
     }
-    for (int v = kHighest + 1; v < 256; ++v) h[v] = 0.0;
+    Histogram h{};
+    for (int v = 0; v <= kHighest; ++v)
+        h[v] = static_cast<double>(tally[0][v] + tally[1][v] + tally[2][v] + tally[3][v]);
     return h;
 }
 
@@ -67,6 +79,7 @@ double peak_sigma(const Histogram& h, int mode) {
 // so the hand's region is filled in from the film around it. Done on a copy about 64 pixels
 // long, which is all the detail a background has.
 cv::Mat background_surface(const cv::Mat& image, const cv::Mat& weight, double fallback) {
+    const StepClock clock("l4 surface");
     const double shrink = 64.0 / std::max(image.cols, image.rows);
     const cv::Size coarse(std::max(4, static_cast<int>(std::lround(image.cols * shrink))),
                           std::max(4, static_cast<int>(std::lround(image.rows * shrink))));
@@ -104,6 +117,7 @@ std::uint32_t magnitude_key(float value) {
 // without collecting them: a histogram of their top bits finds the bucket that holds it, and
 // only that bucket's values are collected and ordered.
 double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute how) {
+    const StepClock clock("l5 noise");
     auto for_each_deviation = [&](auto&& visit) {
         for (int y = 0; y < residual.rows; ++y) {
             const float* r = residual.ptr<float>(y);
@@ -136,12 +150,65 @@ double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute ho
     return std::max(0.25, 1.4826 * within[rank]);
 }
 
+// residual_noise of one residual under the several weights of the smooth surface's rounds.
+// The pixels that can count (on the film, residual at most zero) are listed once with their
+// deviation and its bucket, so each round reads that list, not the whole frame twice.
+class FixedResidualNoise {
+public:
+    FixedResidualNoise(const cv::Mat& residual, const cv::Mat& film) {
+        pixels_.reserve(residual.total());
+        for (int y = 0; y < residual.rows; ++y) {
+            const float* r = residual.ptr<float>(y);
+            const uchar* f = film.ptr<uchar>(y);
+            for (int x = 0; x < residual.cols; ++x)
+                if (f[x] && r[x] <= 0.0f)
+                    pixels_.push_back({y * residual.cols + x,
+                                       static_cast<std::uint32_t>(magnitude_key(r[x]) >> kShift),
+                                       -r[x]});
+        }
+    }
+
+    // residual_noise(residual, weight, Compute::Fast), for a weight that is 0 off the film.
+    double operator()(const cv::Mat& weight) {
+        const StepClock clock("l5 noise");
+        CV_Assert(weight.isContinuous() && weight.type() == CV_32F);
+        const float* w = weight.ptr<float>();
+        counts_.assign(std::size_t{1} << (31 - kShift), 0);
+        std::size_t n = 0;
+        for (const Pixel& p : pixels_)
+            if (w[p.offset] > 0.5f) {
+                ++counts_[p.bucket];
+                ++n;
+            }
+        if (n == 0) return 0.25;
+        std::size_t rank = n / 2, bucket = 0;  // the element nth_element puts at n / 2
+        while (rank >= counts_[bucket]) rank -= counts_[bucket++];
+        std::vector<float> within;
+        within.reserve(counts_[bucket]);
+        for (const Pixel& p : pixels_)
+            if (p.bucket == bucket && w[p.offset] > 0.5f) within.push_back(p.deviation);
+        std::nth_element(within.begin(), within.begin() + rank, within.end());
+        return std::max(0.25, 1.4826 * within[rank]);
+    }
+
+private:
+    static constexpr int kShift = 15;  // as residual_noise's buckets
+    struct Pixel {
+        int offset;
+        std::uint32_t bucket;
+        float deviation;
+    };
+    std::vector<Pixel> pixels_;
+    std::vector<std::uint32_t> counts_;
+};
+
 // Background pixels: not tissue (outside `tissue` grown by a few per cent of the frame, so
 // the faint rim of soft tissue does not count), not saturated, and not well below the film's
 // commonest grey (`darkest`): beside a grey film, black or dark grey is the scanner's frame or
 // padding, which says nothing about the film's level next to the hand.
 cv::Mat background_weight(const cv::Mat& smooth8, const cv::Mat& tissue, double darkest,
                           Compute how) {
+    const StepClock clock("l3 weight");
     const int grow = std::max(3, static_cast<int>(0.03 * std::max(smooth8.cols, smooth8.rows)));
     const cv::Mat grown = dilate_ellipse(tissue, 2 * grow + 1, how);
     cv::Mat film = (smooth8 <= kHighest) & (smooth8 >= darkest) & (grown == 0);
@@ -150,9 +217,31 @@ cv::Mat background_weight(const cv::Mat& smooth8, const cv::Mat& tissue, double 
     return weight;
 }
 
+// background_weight with its film part, (smooth8 <= kHighest) & (smooth8 >= darkest), made
+// once by the caller; without any tissue yet there is nothing to grow.
+cv::Mat background_weight(const cv::Mat& film, const cv::Mat& tissue) {
+    const StepClock clock("l3 weight");
+    const int grow = std::max(3, static_cast<int>(0.03 * std::max(film.cols, film.rows)));
+    cv::Mat weight;
+    if (cv::countNonZero(tissue) == 0) {
+        film.convertTo(weight, CV_32F, 1.0 / 255.0);
+    } else {
+        cv::Mat background;
+        cv::bitwise_and(film, dilate_ellipse(tissue, 2 * grow + 1) == 0, background);
+        background.convertTo(weight, CV_32F, 1.0 / 255.0);
+    }
+    return weight;
+}
+
+bool same_pixels(const cv::Mat& a, const cv::Mat& b) {
+    CV_Assert(a.isContinuous() && b.isContinuous() && a.size() == b.size() && a.type() == b.type());
+    return std::memcmp(a.data, b.data, a.total() * a.elemSize()) == 0;
+}
+
 // A median of `smooth8` over a window a quarter of its longer side, computed on a copy about
 // 128 pixels long and brought back to full size.
 cv::Mat median_surface(const cv::Mat& smooth8) {
+    const StepClock clock("l7 median surface");
     const double shrink = std::min(1.0, 128.0 / std::max(smooth8.cols, smooth8.rows));
     cv::Mat coarse;
     cv::resize(smooth8, coarse, cv::Size(), shrink, shrink, cv::INTER_AREA);
@@ -170,6 +259,7 @@ cv::Mat median_surface(const cv::Mat& smooth8) {
 Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnings,
                           Surface kind, Compute how) {
     Levelled level;
+    std::optional<StepClock> clock(std::in_place, "l1 median blur, histogram");
     const int short_side = std::min(small.cols, small.rows);
     cv::Mat smooth;
     cv::medianBlur(small, smooth, short_side >= 200 ? 5 : 3);
@@ -196,6 +286,7 @@ Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnin
         warnings.emplace_back("the background is brighter than the hand; searched the inverted image");
     }
 
+    clock.emplace("l2 blurs");
     cv::Mat grey;
     smooth.convertTo(grey, CV_32F);
     // Averaging in floating point gets below the 8-bit step: the soft tissue of a thin,
@@ -210,6 +301,7 @@ Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnin
     const double local = std::max(2.0, 0.01 * std::max(smooth.cols, smooth.rows));
     cv::GaussianBlur(grey, local_mean, cv::Size(), local, local, cv::BORDER_REPLICATE);
     const cv::Mat fine = grey - local_mean;
+    clock.reset();
     cv::Mat residual;
     if (kind == Surface::Median) {
         // A median over a window a quarter of the frame wide keeps the straight edges of an
@@ -223,12 +315,24 @@ Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnin
         // The first round takes every film pixel as background, so the surface follows broad
         // shading; the hand stands out of its residual, and each round's residual keeps more
         // of the hand (a wide palm, a forearm) out of the next round's background.
+        //
+        // Each round depends on the round before only through `tissue`: when a round gives the
+        // tissue it was given, the rounds left would repeat it, and the fast finder stops.
         cv::Mat tissue = cv::Mat::zeros(smooth.size(), CV_8UC1);
         const int film_pixels = cv::countNonZero(smooth >= darkest);
+        const cv::Mat film = how == Compute::Fast
+                                 ? cv::Mat((smooth <= kHighest) & (smooth >= darkest))
+                                 : cv::Mat();
+        std::optional<FixedResidualNoise> fine_noise;
+        if (how == Compute::Fast) fine_noise.emplace(fine, film);
         for (int round = 0; round < 4; ++round) {
-            const cv::Mat weight = background_weight(smooth, tissue, darkest, how);
+            const cv::Mat weight = how == Compute::Fast
+                                       ? background_weight(film, tissue)
+                                       : background_weight(smooth, tissue, darkest, how);
+            const cv::Mat given = tissue.clone();  // `tissue = ...` below may write in place
             residual = grey - background_surface(grey, weight, mode);
-            level.noise = residual_noise(fine, weight, how);
+            level.noise = fine_noise ? (*fine_noise)(weight) : residual_noise(fine, weight, how);
+            const StepClock threshold_clock("l6 tissue threshold");
             tissue = residual > static_cast<float>(4.0 * level.noise + 1.0);
             // Most of the film "tissue": the background is not flat at the scale the surface
             // follows (a steep exposure gradient). Then the residual's own spread is the noise.
@@ -236,8 +340,10 @@ Levelled level_background(const cv::Mat& small, std::vector<std::string>& warnin
                 level.noise = std::max(level.noise, residual_noise(residual, weight, how));
                 tissue = residual > static_cast<float>(4.0 * level.noise + 1.0);
             }
+            if (how == Compute::Fast && same_pixels(tissue, given)) break;
         }
     }
+    clock.emplace("l8 finish");
     // Padding is never tissue, whatever the surface next to it.
     residual.setTo(0.0f, smooth < kLowest);
     level.film = smooth >= darkest;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace boneage::hand_finder {
 
@@ -46,6 +47,104 @@ struct Component {
     bool edge_strip = false;    // a long thin line: a film edge or a scanner border
 };
 
+// A long thin line across much of the frame.
+bool is_edge_strip(const Component& c, cv::Size frame) {
+    const int short_side = std::min(frame.width, frame.height);
+    const bool long_across = c.box.width > 0.4 * frame.width || c.box.height > 0.4 * frame.height;
+    const double thickness = static_cast<double>(c.area) / std::max(c.box.width, c.box.height);
+    return long_across && thickness < 0.03 * short_side;
+}
+
+// The 8-connected components of a mask as runs of set pixels along its rows, numbered from 1
+// in the order of their first run: what cv::connectedComponentsWithStats labels, found on the
+// runs (a few per row) instead of the pixels. The numbering may differ from OpenCV's (which
+// scans two rows at a time); nothing here depends on it but the choice between two components
+// of exactly equal weight.
+struct Runs {
+    struct Run {
+        int y, x0, x1;  // pixels x0 .. x1 - 1 of row y
+        int label;
+    };
+    std::vector<Run> runs;  // in raster order
+    int count = 1;          // labels 0 (the background, no runs) .. count - 1
+    std::vector<cv::Rect> boxes;
+    std::vector<int> areas;
+};
+
+Runs run_components(const cv::Mat& mask) {
+    Runs r;
+    std::vector<int> parent;
+    auto root = [&](int i) {
+        while (parent[i] != i) i = parent[i] = parent[parent[i]];
+        return i;
+    };
+    std::size_t previous_begin = 0, previous_end = 0;
+    for (int y = 0; y < mask.rows; ++y) {
+        const uchar* m = mask.ptr<uchar>(y);
+        const std::size_t begin = r.runs.size();
+        for (int x = 0; x < mask.cols;) {
+            if (!m[x]) {
+                ++x;
+                continue;
+            }
+            const int x0 = x;
+            while (x < mask.cols && m[x]) ++x;
+            const int id = static_cast<int>(r.runs.size());
+            r.runs.push_back({y, x0, x, id});
+            parent.push_back(id);
+            // Runs of the row above that touch this one, diagonally included.
+            while (previous_begin < previous_end && r.runs[previous_begin].x1 < x0) ++previous_begin;
+            for (std::size_t k = previous_begin; k < previous_end && r.runs[k].x0 <= x; ++k) {
+                const int a = root(id), b = root(static_cast<int>(k));
+                if (a != b) parent[std::max(a, b)] = std::min(a, b);
+            }
+        }
+        previous_begin = begin;
+        previous_end = r.runs.size();
+    }
+    // Labels in the order of each component's first run; boxes and areas.
+    std::vector<int> label_of_root(r.runs.size(), 0);
+    r.boxes.assign(1, cv::Rect());
+    r.areas.assign(1, 0);
+    for (std::size_t k = 0; k < r.runs.size(); ++k) {
+        Runs::Run& run = r.runs[k];
+        const int top = root(static_cast<int>(k));
+        if (label_of_root[top] == 0) {
+            label_of_root[top] = r.count++;
+            r.boxes.emplace_back(run.x0, run.y, run.x1 - run.x0, 1);
+            r.areas.push_back(0);
+        }
+        run.label = label_of_root[top];
+        r.boxes[run.label] |= cv::Rect(run.x0, run.y, run.x1 - run.x0, 1);
+        r.areas[run.label] += run.x1 - run.x0;
+    }
+    return r;
+}
+
+// measure() on runs: the sums taken in the same order, pixel by pixel in raster order.
+std::vector<Component> measure(const Runs& r, const cv::Mat& levelled) {
+    std::vector<Component> parts(r.count);
+    std::vector<double> sums(r.count, 0.0);
+    for (const Runs::Run& run : r.runs) {
+        const float* grey = levelled.ptr<float>(run.y);
+        double sum = sums[run.label], peak = parts[run.label].peak;
+        for (int x = run.x0; x < run.x1; ++x) {
+            sum += grey[x];
+            peak = std::max<double>(peak, grey[x]);
+        }
+        sums[run.label] = sum;
+        parts[run.label].peak = peak;
+    }
+    for (int i = 1; i < r.count; ++i) {
+        Component& c = parts[i];
+        c.box = r.boxes[i];
+        c.area = r.areas[i];
+        c.mean = sums[i] / c.area;
+        c.edge_strip = is_edge_strip(c, levelled.size());
+    }
+    return parts;
+}
+
 std::vector<Component> measure(const cv::Mat& labels, const cv::Mat& stats, int count,
                                const cv::Mat& levelled) {
     std::vector<Component> parts(count);
@@ -58,16 +157,13 @@ std::vector<Component> measure(const cv::Mat& labels, const cv::Mat& stats, int 
             parts[label[x]].peak = std::max<double>(parts[label[x]].peak, grey[x]);
         }
     }
-    const int short_side = std::min(labels.cols, labels.rows);
     for (int i = 0; i < count; ++i) {
         Component& c = parts[i];
         c.box = cv::Rect(stats.at<int>(i, cv::CC_STAT_LEFT), stats.at<int>(i, cv::CC_STAT_TOP),
                          stats.at<int>(i, cv::CC_STAT_WIDTH), stats.at<int>(i, cv::CC_STAT_HEIGHT));
         c.area = stats.at<int>(i, cv::CC_STAT_AREA);
         c.mean = c.area > 0 ? sums[i] / c.area : 0.0;
-        const bool long_across = c.box.width > 0.4 * labels.cols || c.box.height > 0.4 * labels.rows;
-        const double thickness = static_cast<double>(c.area) / std::max(c.box.width, c.box.height);
-        c.edge_strip = long_across && thickness < 0.03 * short_side;
+        c.edge_strip = is_edge_strip(c, labels.size());
     }
     return parts;
 }
@@ -98,7 +194,31 @@ double confidence_of(const cv::Mat& chosen, const cv::Mat& mask, const Levelled&
 
 }  // namespace
 
+int connected_components(const cv::Mat& mask, cv::Mat& labels, cv::Mat& stats, Compute how) {
+    if (how == Compute::Reference) {
+        cv::Mat centroids;
+        return cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+    }
+    const Runs r = run_components(mask);
+    labels = cv::Mat::zeros(mask.size(), CV_32S);
+    for (const Runs::Run& run : r.runs)
+        std::fill_n(labels.ptr<int>(run.y) + run.x0, run.x1 - run.x0, run.label);
+    stats = cv::Mat::zeros(r.count, cv::CC_STAT_MAX, CV_32S);
+    stats.at<int>(0, cv::CC_STAT_AREA) = static_cast<int>(mask.total());
+    for (int i = 1; i < r.count; ++i) {
+        int* s = stats.ptr<int>(i);
+        s[cv::CC_STAT_LEFT] = r.boxes[i].x;
+        s[cv::CC_STAT_TOP] = r.boxes[i].y;
+        s[cv::CC_STAT_WIDTH] = r.boxes[i].width;
+        s[cv::CC_STAT_HEIGHT] = r.boxes[i].height;
+        s[cv::CC_STAT_AREA] = r.areas[i];
+        stats.at<int>(0, cv::CC_STAT_AREA) -= r.areas[i];
+    }
+    return r.count;
+}
+
 cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels, Compute how) {
+    std::optional<StepClock> clock(std::in_place, "m1 threshold, open");
     cv::Mat mask;
     cv::compare(level.image, levels.faint, mask, cv::CMP_GT);
 
@@ -114,13 +234,28 @@ cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels, Compu
     cv::morphologyEx(mask, mask, cv::MORPH_OPEN,
                      cv::getStructuringElement(cv::MORPH_RECT, cv::Size(3, 3)));
     const int k = odd(std::max(3, static_cast<int>(std::lround(0.015 * long_side))));
-    return fill_holes(close_ellipse(mask, k, how));
+    clock.emplace("m2 close");
+    const cv::Mat closed = close_ellipse(mask, k, how);
+    clock.emplace("m3 fill holes");
+    return fill_holes(closed);
 }
 
-Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels) {
+Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels,
+                      Compute how) {
+    std::optional<StepClock> clock(std::in_place, "c1 components");
+    // Fast: the components as runs; Reference: OpenCV's labelling, pixel by pixel.
+    Runs runs;
     cv::Mat labels, stats, centroids;
-    const int count = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
-    std::vector<Component> parts = measure(labels, stats, count, level.image);
+    if (how == Compute::Fast)
+        runs = run_components(mask);
+    else
+        runs.count = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+    const int count = runs.count;
+    clock.emplace("c2 measure");
+    std::vector<Component> parts = how == Compute::Fast
+                                       ? measure(runs, level.image)
+                                       : measure(labels, stats, count, level.image);
+    clock.emplace("c3 choose");
     const double min_area = 0.001 * mask.total();
     // Hysteresis: the hand is a component that reaches the strong level somewhere; fainter
     // components beside it (fingers of a thin, underexposed hand) join it below.
@@ -168,11 +303,17 @@ Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLe
             }
     }
 
+    clock.emplace("c4 chosen mask, confidence");
     cv::Mat chosen_mask = cv::Mat::zeros(mask.size(), CV_8UC1);
-    for (int y = 0; y < labels.rows; ++y) {
-        const int* label = labels.ptr<int>(y);
-        uchar* out = chosen_mask.ptr<uchar>(y);
-        for (int x = 0; x < labels.cols; ++x) out[x] = chosen[label[x]] ? 255 : 0;
+    if (how == Compute::Fast) {
+        for (const Runs::Run& run : runs.runs)
+            if (chosen[run.label]) std::fill_n(chosen_mask.ptr<uchar>(run.y) + run.x0, run.x1 - run.x0, 255);
+    } else {
+        for (int y = 0; y < labels.rows; ++y) {
+            const int* label = labels.ptr<int>(y);
+            uchar* out = chosen_mask.ptr<uchar>(y);
+            for (int x = 0; x < labels.cols; ++x) out[x] = chosen[label[x]] ? 255 : 0;
+        }
     }
 
     // The mask ignores the band along the edge; a hand reaching the band goes on to the edge.

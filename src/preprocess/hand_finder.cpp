@@ -23,8 +23,37 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <optional>
 
 namespace boneage {
+
+namespace hand_finder {
+
+namespace {
+
+thread_local StepClock::Totals* recording = nullptr;
+
+double thread_cpu_ms() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+}  // namespace
+
+StepClock::Recording::Recording(Totals& totals) : previous_(recording) { recording = &totals; }
+StepClock::Recording::~Recording() { recording = previous_; }
+
+StepClock::StepClock(const char* step) : step_(step) {
+    if (recording) start_ms_ = thread_cpu_ms();
+}
+
+StepClock::~StepClock() {
+    if (recording) (*recording)[step_] += thread_cpu_ms() - start_ms_;
+}
+
+}  // namespace hand_finder
 
 namespace {
 
@@ -80,12 +109,18 @@ cv::Rect shrink(const cv::Rect& r, double fraction) {
 Selection search(const cv::Mat& small, std::vector<std::string>& warnings, Surface kind,
                  Compute how, bool nested = false) {
     if (std::min(small.cols, small.rows) < 16) return {};
+    std::optional<StepClock> level_clock(std::in_place, "s1 level background");
     Levelled level = level_background(small, warnings, kind, how);
+    level_clock.reset();
     if (level.contrast_too_low) return {};
     Selection lowest;
     for (int step = 0; step < 5; ++step) {
         const TissueLevels levels = tissue_levels(level, step);
-        Selection s = select_hand(foreground_mask(level, levels, how), level, levels);
+        std::optional<StepClock> rung_clock(std::in_place, "s2 rung: mask");
+        const cv::Mat mask = foreground_mask(level, levels, how);
+        rung_clock.emplace("s3 rung: select");
+        Selection s = select_hand(mask, level, levels, how);
+        rung_clock.reset();
         if (step == 0) lowest = s;
         // Climbing further than this leaves a marker or a few bones, not a hand.
         if (s.box.empty() || s.box.area() < 0.1 * lowest.box.area()) break;
@@ -133,6 +168,8 @@ bool trust_edges(const EdgeCore& core, const cv::Rect& edge_box, const Selection
 
 // find_hand, its steps computed `how`.
 HandBox find_hand_computed(const cv::Mat& grey8, const PreprocessSettings& settings, Compute how) {
+    const StepClock clock("0 find_hand, whole");
+    std::optional<StepClock> copy_clock(std::in_place, "1 detection copy");
     const cv::Mat grey = to_grey8(grey8, "find_hand");
     const double scale =
         std::min(1.0, static_cast<double>(settings.detect_size) / std::max(grey.cols, grey.rows));
@@ -141,23 +178,30 @@ HandBox find_hand_computed(const cv::Mat& grey8, const PreprocessSettings& setti
         cv::resize(grey, small, cv::Size(), scale, scale, cv::INTER_AREA);
     else
         small = grey.clone();
+    copy_clock.reset();
 
     std::vector<std::string> warnings;
+    std::optional<StepClock> search_clock(std::in_place, "2 search, smooth background");
     Selection found = search(small, warnings, Surface::Smooth, how);
+    search_clock.reset();
     // The median background sees through fields and blotchy shading that the smooth one takes
     // for tissue, but it can lose a faint hand that fills the frame, or a forearm. It is asked
     // only when the smooth search found nothing hand-like, and its box is taken only when it
     // lies inside the smooth one's and is of a hand's size.
     if (!found.box.empty() && !plausible(found)) {
         std::vector<std::string> unused;
+        const StepClock median_clock("3 search, median background");
         const Selection sharp = search(small, unused, Surface::Median, how);
         const cv::Rect tolerance = grow(found.box, 0.02, small.size());
         if (plausible(sharp) && (sharp.box & tolerance) == sharp.box &&
             sharp.box.area() >= kSmallestHand * small.total())
             found = sharp;
     }
+    std::optional<StepClock> edge_clock(std::in_place, "4 edge core");
     const EdgeCore core = find_edge_core(small, how);
+    edge_clock.emplace("5 soft tissue");
     const cv::Rect edge_box = core.box.empty() ? cv::Rect() : grow_soft_tissue(small, core, how);
+    edge_clock.reset();
     const bool edges_ok = trust_edges(core, edge_box, found, small.size());
     if (edges_ok) {
         found.box = edge_box;

@@ -5,15 +5,48 @@
 
 #include <opencv2/core.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
 namespace boneage::hand_finder {
 
+// Where find_hand's time goes: the calling thread's CPU time per named step, summed over every
+// call made while a StepClock::Recording is alive on that thread (bench/preprocess_stages.cpp).
+// Without one, a step's timer costs the test of a null pointer.
+class StepClock {
+public:
+    using Totals = std::map<std::string, double>;  // step -> milliseconds
+
+    // Collects into `totals` until destroyed.
+    class Recording {
+    public:
+        explicit Recording(Totals& totals);
+        ~Recording();
+        Recording(const Recording&) = delete;
+        Recording& operator=(const Recording&) = delete;
+
+    private:
+        Totals* previous_;
+    };
+
+    // Adds the time from here to destruction to `step`, when a recording is on.
+    explicit StepClock(const char* step);
+    ~StepClock();
+    StepClock(const StepClock&) = delete;
+    StepClock& operator=(const StepClock&) = delete;
+
+private:
+    const char* step_;
+    double start_ms_ = 0.0;
+};
+
 // How the steps compute what they compute. Fast: what find_hand runs (the ellipse morphology
-// below, intermediates shared between steps). Reference: the finder as first written (OpenCV's
-// own morphology, each step computing everything itself), kept to check the fast one against
-// (find_hand_reference, tests/test_preprocess.cpp). Both give the same answers.
+// below, connected components on runs of pixels, the Hough transform's cheaper bookkeeping,
+// intermediates shared between steps and between the background's rounds). Reference: the
+// finder as first written (OpenCV's own morphology, components and Hough transform, each step
+// computing everything itself), kept to check the fast one against (find_hand_reference,
+// tests/test_preprocess.cpp, bench/hand_box_agreement.cpp). Both give the same answers.
 enum class Compute { Fast, Reference };
 
 // `mask` (CV_8UC1) dilated, or closed (dilated then eroded), by OpenCV's elliptic structuring
@@ -62,6 +95,14 @@ TissueLevels tissue_levels(const Levelled& level, int step = 0);
 cv::Mat foreground_mask(const Levelled& level, const TissueLevels& levels,
                         Compute how = Compute::Fast);
 
+// cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S) less the
+// centroids: the same components with the same boxes and areas, found on runs of pixels along
+// the rows (components.cpp) unless `how` is Reference. Components are numbered in the order of
+// their first pixel; OpenCV's numbering can differ (it scans two rows at a time). The
+// background's row of `stats` holds only its area.
+int connected_components(const cv::Mat& mask, cv::Mat& labels, cv::Mat& stats,
+                         Compute how = Compute::Fast);
+
 struct Selection {
     cv::Rect box;               // on the detection copy; empty when nothing plausible was found
     double confidence = 0.0;
@@ -71,7 +112,8 @@ struct Selection {
 
 // Picks the hand among the mask's components: the largest one that is not a film edge, plus
 // every nearby component of some size that is not a lead marker or label.
-Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels);
+Selection select_hand(const cv::Mat& mask, const Levelled& level, const TissueLevels& levels,
+                      Compute how = Compute::Fast);
 
 }  // namespace boneage::hand_finder
 
@@ -88,6 +130,12 @@ struct EdgeCore {
     // that the closing did not join, or a large label. Boxes, and edges as a share of the chosen.
     std::vector<std::pair<cv::Rect, double>> rivals;
 };
+
+// cv::HoughLinesP(edges, lines, 1, theta_step, threshold, min_length, max_gap): the same
+// segments in the same order (OpenCV 4's algorithm, random visiting order included), at a
+// fraction of the cost (edges.cpp).
+std::vector<cv::Vec4i> hough_segments(const cv::Mat& edges, double theta_step, int threshold,
+                                      int min_length, int max_gap);
 
 // `small` (CV_8UC1) as CV_32F, smoothed as the edge finder and the soft tissue's growth read it.
 cv::Mat smoothed_copy(const cv::Mat& small);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 namespace boneage::hand_finder {
@@ -95,27 +96,45 @@ cv::Rect grow_soft_tissue(const cv::Mat& small, const EdgeCore& core, Compute ho
     const cv::Mat grey = how == Compute::Fast && !core.smoothed.empty() ? core.smoothed
                                                                        : smoothed_copy(small);
 
+    std::optional<StepClock> clock(std::in_place, "t1 ring plane");
     Plane plane;
     plane.origin = core.box.tl();
     plane.scale = long_side;
     plane = fit_ring(grey, grown(core.box, kRingInner, small.size()),
                      grown(core.box, kRingOuter, small.size()), plane);
 
+    clock.emplace("t2 above the plane");
     const cv::Rect window = grown(core.box, kWindow, small.size());
     cv::Mat above(small.size(), CV_32F, cv::Scalar(0));
-    for (int y = window.y; y < window.br().y; ++y)
+    if (how == Compute::Fast) {
+        // plane.at(x, y) is a + x's term + y's term, added in that order: the terms are worked
+        // out once per column and once per row, not once per pixel.
+        std::vector<double> along_x(window.width);
         for (int x = window.x; x < window.br().x; ++x)
-            above.at<float>(y, x) = grey.at<float>(y, x) - static_cast<float>(plane.at(x, y));
+            along_x[x - window.x] = plane.b * (x - plane.origin.x) / plane.scale;
+        for (int y = window.y; y < window.br().y; ++y) {
+            const double along_y = plane.c * (y - plane.origin.y) / plane.scale;
+            const float* g = grey.ptr<float>(y) + window.x;
+            float* out = above.ptr<float>(y) + window.x;
+            for (int i = 0; i < window.width; ++i)
+                out[i] = g[i] - static_cast<float>(plane.a + along_x[i] + along_y);
+        }
+    } else {
+        for (int y = window.y; y < window.br().y; ++y)
+            for (int x = window.x; x < window.br().x; ++x)
+                above.at<float>(y, x) = grey.at<float>(y, x) - static_cast<float>(plane.at(x, y));
+    }
     std::vector<float> cluster;
     for (int y = core.box.y; y < core.box.br().y; ++y)
         for (int x = core.box.x; x < core.box.br().x; ++x)
             if (core.chosen.at<uchar>(y, x)) cluster.push_back(above.at<float>(y, x));
     const double level = std::max(kSpreads * plane.spread, kTissueShare * median_of(cluster));
 
+    clock.emplace("t3 tissue components");
     const int closing = std::max(3, static_cast<int>(0.012 * long_side)) | 1;
     const cv::Mat tissue = close_ellipse((above > level) | core.chosen, closing, how);
-    cv::Mat labels, stats, centroids;
-    const int count = cv::connectedComponentsWithStats(tissue, labels, stats, centroids, 8, CV_32S);
+    cv::Mat labels, stats;
+    const int count = connected_components(tissue, labels, stats, how);
     std::vector<bool> joined(count, false);
     for (int y = core.box.y; y < core.box.br().y; ++y)
         for (int x = core.box.x; x < core.box.br().x; ++x)
