@@ -69,7 +69,15 @@ torch::Tensor to_months(const ModelConfig& config, const torch::Tensor& y) {
     return y * config.label_scale + config.label_offset;
 }
 
+namespace {
+thread_local bool skip_weight_init = false;
+}  // namespace
+
+SkipWeightInit::SkipWeightInit() : previous_(skip_weight_init) { skip_weight_init = true; }
+SkipWeightInit::~SkipWeightInit() { skip_weight_init = previous_; }
+
 void init_convolutions(torch::nn::Module& module) {
+    if (skip_weight_init) return;
     torch::NoGradGuard no_grad;
     for (auto& m : module.modules(/*include_self=*/false)) {
         if (auto* conv = m->as<torch::nn::Conv2d>()) {

@@ -5,6 +5,9 @@
 // weights_dtype); buffers are always float32, since batch-norm variances lose too much in half
 // precision.
 #include <fmt/format.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,9 +17,10 @@
 #include <boneage/error.hpp>
 #include <boneage/model.hpp>
 #include <boneage/sha256.hpp>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -25,6 +29,8 @@
 #include <sstream>
 #include <utility>
 #include <vector>
+
+#include "models/head.hpp"
 
 namespace boneage {
 namespace {
@@ -154,41 +160,55 @@ void write_weights(const fs::path& file, const BoneAgeNet& net, WeightsDtype dty
     archive.save_to(out);
 }
 
-// An open model file, read in pieces: the header and metadata first, then the weights
-// streamed into the archive reader without a second copy of the file in memory.
+// An open model file, mapped read-only: the header, the metadata, the digest and the weights
+// are all read from the one mapping, so the file is read once (by the page cache) and never
+// copied whole. A model file is replaced by renaming a new one over it (save_model), never
+// rewritten in place, so the mapped bytes stay what was opened.
 class ModelReader {
 public:
     explicit ModelReader(const fs::path& file) : file_(file) {
         std::error_code ec;
         if (!fs::is_regular_file(file, ec)) bad(file, "no such model file");
-        size_ = fs::file_size(file, ec);
-        in_.open(file, std::ios::binary);
-        if (ec || !in_) bad(file, "cannot open the model file");
+        const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+        struct stat st {};
+        if (fd < 0 || ::fstat(fd, &st) != 0) {
+            if (fd >= 0) ::close(fd);
+            bad(file, "cannot open the model file");
+        }
+        size_ = static_cast<std::uint64_t>(st.st_size);
+        if (size_ > 0) {
+            // Populated now: the digest reads every byte anyway, in one pass of the kernel
+            // instead of a page fault per 4 KB.
+            void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+            if (p == MAP_FAILED) {
+                ::close(fd);
+                bad(file, fmt::format("cannot map the model file: {}", std::strerror(errno)));
+            }
+            data_ = static_cast<const char*>(p);
+        }
+        ::close(fd);
     }
+    ~ModelReader() {
+        if (data_) ::munmap(const_cast<char*>(data_), size_);
+    }
+    ModelReader(const ModelReader&) = delete;
+    ModelReader& operator=(const ModelReader&) = delete;
 
     std::uint64_t size() const { return size_; }
+    // The mapped file from `offset` on (null for an empty file).
+    const char* data(std::uint64_t offset = 0) const { return data_ ? data_ + offset : nullptr; }
 
-    // `count` bytes at `offset`, or fewer where the file ends or cannot be read (which the
-    // callers report as truncation; the archive reader calls read() from C code, so it must
-    // not throw).
-    std::string bytes(std::uint64_t offset, std::uint64_t count) {
+    // `count` bytes at `offset`, or fewer where the file ends (which the callers report as
+    // truncation).
+    std::string bytes(std::uint64_t offset, std::uint64_t count) const {
         if (offset >= size_) return {};
-        std::string out(static_cast<std::size_t>(std::min(count, size_ - offset)), '\0');
-        read(offset, out.data(), out.size());
-        return out;
-    }
-
-    std::size_t read(std::uint64_t offset, void* buffer, std::size_t count) {
-        in_.clear();
-        in_.seekg(static_cast<std::streamoff>(offset));
-        in_.read(static_cast<char*>(buffer), static_cast<std::streamsize>(count));
-        return in_.bad() ? 0 : static_cast<std::size_t>(in_.gcount());
+        return std::string(data_ + offset, static_cast<std::size_t>(std::min(count, size_ - offset)));
     }
 
 private:
     fs::path file_;
     std::uint64_t size_ = 0;
-    std::ifstream in_;
+    const char* data_ = nullptr;
 };
 
 // The metadata's schema. Every key today's files carry is required (a missing one read as its
@@ -376,20 +396,17 @@ ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
     return meta;
 }
 
-// Every tensor of the weights archive by name. Read before the net is built, so a file whose
-// weights are missing or not an archive is refused at the cost of reading it, not of building
-// the network its metadata claims.
-std::map<std::string, torch::Tensor> read_stored_weights(const fs::path& file, ModelReader& reader,
+// Every tensor of the weights archive by name, read from the mapped file. Read before the net
+// is built, so a file whose weights are missing or not an archive is refused at the cost of
+// reading it, not of building the network its metadata claims.
+std::map<std::string, torch::Tensor> read_stored_weights(const fs::path& file,
+                                                         const ModelReader& reader,
                                                          std::uint64_t offset) {
     torch::serialize::InputArchive archive;
     std::map<std::string, torch::Tensor> stored;
     try {
-        archive.load_from(
-            [&](std::uint64_t pos, void* buffer, std::size_t count) {
-                return reader.read(offset + pos, buffer, count);
-            },
-            [&] { return static_cast<std::size_t>(reader.size() - offset); },
-            torch::Device(torch::kCPU));
+        archive.load_from(reader.data(offset), static_cast<std::size_t>(reader.size() - offset),
+                          torch::Device(torch::kCPU));
         for (const std::string& key : archive.keys()) {
             torch::Tensor t;
             if (archive.try_read(key, t)) stored.emplace(key, t);
@@ -452,6 +469,9 @@ void load_weights_into(const fs::path& file, const BoneAgeNet& net,
         const torch::Tensor& t = stored.at(target.name);
         if (t.scalar_type() == torch::kInt8 && target.tensor.is_floating_point())
             target.tensor.copy_(dequantize_int8(t, stored.at(target.name + kScaleSuffix)));
+        else if (t.scalar_type() == target.tensor.scalar_type() && t.is_contiguous() &&
+                 target.tensor.is_contiguous())
+            target.tensor.set_data(t);  // the archive's own tensor: no second copy of the weights
         else
             target.tensor.copy_(t);
     }
@@ -460,23 +480,33 @@ void load_weights_into(const fs::path& file, const BoneAgeNet& net,
 // The file's SHA-256 into `loaded`, and where the metadata records no model version, the version
 // worked out from the weights (from `weights_offset` on) as save_model does: one pass, so a
 // model is hashed once per load.
-void digest_file(ModelReader& reader, std::uint64_t weights_offset, LoadedModel& loaded) {
+void digest_file(const ModelReader& reader, std::uint64_t weights_offset, LoadedModel& loaded) {
     const bool derive = loaded.meta.model_version.empty();
-    Sha256 whole, weights;
-    std::vector<char> buffer(std::size_t(1) << 20);
-    for (std::uint64_t offset = 0; offset < reader.size();) {
-        const std::size_t got = reader.read(offset, buffer.data(), buffer.size());
-        if (got == 0) break;  // a read error: the weights' own reading names it
-        whole.update(buffer.data(), got);
-        if (derive && offset + got > weights_offset) {
-            const std::uint64_t skip = weights_offset > offset ? weights_offset - offset : 0;
-            weights.update(buffer.data() + skip, got - static_cast<std::size_t>(skip));
-        }
-        offset += got;
-    }
+    Sha256 whole;
+    whole.update(reader.data(), static_cast<std::size_t>(reader.size()));
     loaded.sha256 = whole.hex();
-    if (derive)
+    if (derive) {
+        Sha256 weights;
+        weights.update(reader.data(weights_offset),
+                       static_cast<std::size_t>(reader.size() - weights_offset));
         loaded.meta.model_version = model_version_of(loaded.meta.config.arch, weights.hex());
+    }
+}
+
+// The network the metadata describes, with its weights as its layers' constructors drew them
+// (load_weights_into replaces every one). Built on its own thread while the caller hashes the
+// file, since drawing millions of random weights is the slowest step of a load.
+BoneAgeNet build_net(const fs::path& file, const ModelConfig& config) {
+    try {
+        models::SkipWeightInit skip;
+        return make_model(config);
+    } catch (const UsageError& e) {
+        bad(file, fmt::format("metadata names no model this build can make: {}", e.reason()));
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {  // LibTorch's, out of memory among them
+        bad(file, fmt::format("the network cannot be built: {}", first_line(e.what())));
+    }
 }
 
 }  // namespace
@@ -516,16 +546,15 @@ LoadedModel load_model(const fs::path& file) {
     LoadedModel loaded;
     loaded.meta = parse_metadata(file, reader.bytes(kHeaderSize, metadata_size));
     loaded.file = file;
-    digest_file(reader, kHeaderSize + metadata_size, loaded);
     const WeightsDtype dtype = weights_dtype(file, loaded.meta.weights_dtype);
+    // The weights first: a file whose weights do not load is refused without building the
+    // (possibly huge) network its metadata claims. Then the net is built on a second thread
+    // while this one hashes the file.
     const auto stored = read_stored_weights(file, reader, kHeaderSize + metadata_size);
-    try {
-        loaded.net = make_model(loaded.meta.config);
-    } catch (const UsageError& e) {
-        bad(file, fmt::format("metadata names no model this build can make: {}", e.reason()));
-    } catch (const std::exception& e) {  // LibTorch's, out of memory among them
-        bad(file, fmt::format("the network cannot be built: {}", first_line(e.what())));
-    }
+    std::future<BoneAgeNet> net =
+        std::async(std::launch::async, build_net, file, loaded.meta.config);
+    digest_file(reader, kHeaderSize + metadata_size, loaded);  // should it throw, ~future waits
+    loaded.net = net.get();
     load_weights_into(file, loaded.net, stored, dtype);
     loaded.net->eval();
     return loaded;
