@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <functional>
 #include <optional>
 #include <string>
@@ -95,6 +96,8 @@ struct PrepareReport {
     // Images in the folder that no row of the labels names (not prepared), sorted. Not an
     // error: a fold's labels often name part of a shared folder; strict refuses them.
     std::vector<std::filesystem::path> unlabelled;
+    // How many written images each crop method cropped ("threshold", "mediapipe", "full-frame").
+    std::map<std::string, std::size_t> crop_methods;
 };
 
 // Preprocesses every labelled image and writes the cache atomically (temporary file, then

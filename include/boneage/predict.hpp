@@ -125,6 +125,9 @@ struct PredictorOptions {
     // Refuses inputs that are not whole hand radiographs (status "rejected", no bone age)
     // before they are preprocessed. Null: every input is read, whatever it shows.
     std::shared_ptr<const HandGate> gate;
+    // Who finds the hand, in place of the model's own setting (preprocess.hpp, --crop). Unset:
+    // the detector the model was trained with.
+    std::optional<CropDetector> crop;
 };
 
 // The most test-time views there are.
@@ -190,6 +193,7 @@ private:
     LoadedModel model_;
     PredictorOptions options_;
     std::unique_ptr<FastModel> fast_;  // built once from model_.net; runs every forward pass
+    std::shared_ptr<const HandFinder> finder_;  // the crop's hand finder, for settings()
     Provenance provenance_;            // worked out once, copied into every Prediction
 };
 

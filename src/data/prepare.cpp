@@ -5,6 +5,7 @@
 #include <boneage/dataset.hpp>
 #include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
+#include <boneage/hand_detector.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
 #include <boneage/preprocess.hpp>
@@ -120,8 +121,11 @@ private:
 };
 
 // Reads and preprocesses one image; the result is size x size, CV_8UC1, continuous.
-cv::Mat prepare_image(const fs::path& file, const PreprocessSettings& settings) {
-    cv::Mat image = preprocess(read_radiograph(file), settings).image;
+cv::Mat prepare_image(const fs::path& file, const PreprocessSettings& settings,
+                      const HandFinder& finder, std::string& method) {
+    Preprocessed p = preprocess(read_radiograph(file), settings, finder);
+    method = p.hand.method;
+    cv::Mat image = std::move(p.image);
     if (image.rows != settings.output_size || image.cols != settings.output_size ||
         image.type() != CV_8UC1)
         throw Error(ErrorKind::Internal, file,
@@ -224,14 +228,16 @@ PrepareReport prepare_dataset(const PrepareOptions& o) {
     const std::size_t image_bytes = std::size_t(o.settings.output_size) * o.settings.output_size;
     const std::size_t chunk = std::max<std::size_t>(1, kChunkBytes / image_bytes);
     Progress progress(o, candidates.size());
+    const std::shared_ptr<const HandFinder> finder = hand_finder_for(o.settings);
     for (std::size_t start = 0; start < candidates.size(); start += chunk) {
         std::size_t count = std::min(chunk, candidates.size() - start);
         std::vector<cv::Mat> images(count);
         std::vector<std::string> failures(count);
+        std::vector<std::string> methods(count);
         parallel_for(count, o.threads, [&](std::size_t k) {
             const Candidate& c = candidates[start + k];
             try {
-                images[k] = prepare_image(c.image, o.settings);
+                images[k] = prepare_image(c.image, o.settings, *finder, methods[k]);
             } catch (const Error& e) {
                 if (o.strict)
                     throw Error(e.kind(), c.image,
@@ -251,6 +257,7 @@ PrepareReport prepare_dataset(const PrepareOptions& o) {
             }
             writer.append(images[k]);
             rows.push_back(c.row);
+            ++report.crop_methods[methods[k]];
         }
     }
     std::stable_sort(report.rejected.begin(), report.rejected.end(),

@@ -3,6 +3,7 @@
 #include <boneage/evaluate.hpp>
 
 #include <boneage/error.hpp>
+#include <boneage/hand_detector.hpp>
 #include <boneage/hand_gate.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
@@ -119,6 +120,7 @@ EvalSet from_images(const EvalSetOptions& options, const PreprocessSettings& set
     std::vector<std::string> errors(rows.size());
     std::vector<std::string> refusals(rows.size());
     std::atomic<std::size_t> done{0};
+    const std::shared_ptr<const HandFinder> finder = hand_finder_for(settings);
     parallel_for(rows.size(), options.threads, [&](std::size_t i) {
         try {
             std::filesystem::path file = find_image(options.images_dir, rows[i].id);
@@ -133,7 +135,7 @@ EvalSet from_images(const EvalSetOptions& options, const PreprocessSettings& set
                     return;
                 }
             }
-            cv::Mat image = preprocess(radiograph, settings).image;
+            cv::Mat image = preprocess(radiograph, settings, *finder).image;
             images[i] = image.isContinuous() ? image : image.clone();
         } catch (const std::exception& e) {
             errors[i] = e.what();

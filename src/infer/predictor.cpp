@@ -6,6 +6,7 @@
 #include <boneage/build_info.hpp>
 #include <boneage/calendar.hpp>
 #include <boneage/error.hpp>
+#include <boneage/hand_detector.hpp>
 #include <boneage/hand_gate.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
@@ -46,6 +47,8 @@ Predictor::Predictor(LoadedModel model, PredictorOptions options)
                     fmt::format("the model takes {} px inputs from {} px preprocessed images",
                                 model_.net->config().input_size,
                                 model_.meta.preprocess.output_size));
+    if (options_.crop) model_.meta.preprocess.detector = *options_.crop;
+    finder_ = hand_finder_for(settings());
     options_.batch = std::max(1, options_.batch);
     tta_views(options_.views);  // a bad count fails here, before any work
     model_.net->eval();
@@ -265,7 +268,7 @@ Prediction Predictor::predict(const Radiograph& radiograph, const PredictRequest
         out.provenance = provenance_;
         return out;
     }
-    Preprocessed p = preprocess(radiograph, settings());
+    Preprocessed p = preprocess(radiograph, settings(), *finder_);
     cv::Mat input = checked_input(p, image_size());
     Prediction out = describe({}, radiograph, p);
     if (verdict) out.hand_score = verdict->hand_score;
@@ -304,7 +307,7 @@ std::vector<Prediction> Predictor::predict_batch(
                     out[i] = rejected(files[i], r, *verdict);
                     return;
                 }
-                Preprocessed p = preprocess(r, settings());
+                Preprocessed p = preprocess(r, settings(), *finder_);
                 inputs[k] = checked_input(p, image_size());
                 out[i] = describe(files[i], r, p);
                 if (verdict) out[i].hand_score = verdict->hand_score;

@@ -19,6 +19,26 @@ cv::Rect crop_box(const cv::Rect& hand, cv::Size image_size, double margin) {
     return clamped.empty() ? frame : clamped;
 }
 
+namespace {
+
+class ClassicalFinder final : public HandFinder {
+public:
+    HandBox find(const cv::Mat& grey8, const PreprocessSettings& settings) const override {
+        return find_hand(grey8, settings);
+    }
+};
+
+}  // namespace
+
+const HandFinder& classical_hand_finder() {
+    static const ClassicalFinder finder;
+    return finder;
+}
+
+double crop_margin_for(const std::string& method, const PreprocessSettings& settings) {
+    return method == "mediapipe" ? settings.landmark_margin : settings.crop_margin;
+}
+
 cv::Mat apply_clahe(const cv::Mat& grey8, const PreprocessSettings& settings) {
     cv::Mat grey = to_grey8(grey8, "apply_clahe");
     cv::Ptr<cv::CLAHE> clahe = cv::createCLAHE(
@@ -85,6 +105,16 @@ cv::Mat letterbox(const cv::Mat& grey8, int size) {
 }
 
 Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& settings) {
+    if (settings.crop_hand && settings.detector != CropDetector::classical)
+        throw UsageError(fmt::format(
+            "preprocessing settings ask for the {} crop, which needs MediaPipe's hand detector: "
+            "call preprocess() with hand_finder_for(settings) (boneage/hand_detector.hpp)",
+            to_string(settings.detector)));
+    return preprocess(radiograph, settings, classical_hand_finder());
+}
+
+Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& settings,
+                        const HandFinder& finder) {
     validate(settings);
     Preprocessed out;
     // Damage met while reading (a cut-short JPEG) comes first: it bears on everything after.
@@ -107,7 +137,7 @@ Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& 
     }
     cv::Mat grey = to_grey8(radiograph.pixels, "preprocess");
     if (settings.crop_hand) {
-        HandBox found = find_hand(grey, settings);
+        HandBox found = finder.find(grey, settings);
         found.warnings.insert(found.warnings.begin(), out.hand.warnings.begin(),
                               out.hand.warnings.end());
         out.hand = std::move(found);
@@ -117,7 +147,8 @@ Preprocessed preprocess(const Radiograph& radiograph, const PreprocessSettings& 
         out.hand.confidence = 0.0;
     }
     const cv::Rect crop = settings.crop_hand
-                              ? crop_box(out.hand.box, grey.size(), settings.crop_margin)
+                              ? crop_box(out.hand.box, grey.size(),
+                                         crop_margin_for(out.hand.method, settings))
                               : out.hand.box;
     // CLAHE runs on the crop, so the background it removed no longer weighs on the tiles, and
     // after the crop is brought to the size the network sees: its tiles then hold the same

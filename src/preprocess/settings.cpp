@@ -24,6 +24,14 @@ std::string first_problem(const PreprocessSettings& s) {
         return fmt::format("crop_margin must be in [0, 1], got {}", s.crop_margin);
     if (s.detect_size < 16 || s.detect_size > 8192)
         return fmt::format("detect_size must be in [16, 8192], got {}", s.detect_size);
+    if (!(s.landmark_margin >= 0.0) || s.landmark_margin > 1.0)
+        return fmt::format("landmark_margin must be in [0, 1], got {}", s.landmark_margin);
+    if (!(s.landmark_forearm >= 0.0) || s.landmark_forearm > 2.0)
+        return fmt::format("landmark_forearm must be in [0, 2], got {}", s.landmark_forearm);
+    if (!(s.landmark_padding >= 0.0) || s.landmark_padding > 2.0)
+        return fmt::format("landmark_padding must be in [0, 2], got {}", s.landmark_padding);
+    if (!(s.landmark_min_score >= 0.0) || s.landmark_min_score > 1.0)
+        return fmt::format("landmark_min_score must be in [0, 1], got {}", s.landmark_min_score);
     return {};
 }
 
@@ -43,6 +51,22 @@ int whole_number(const nlohmann::json& j, const char* key, int fallback) {
 
 }  // namespace
 
+const char* to_string(CropDetector detector) {
+    switch (detector) {
+        case CropDetector::mediapipe: return "mediapipe";
+        case CropDetector::automatic: return "auto";
+        case CropDetector::classical: break;
+    }
+    return "classical";
+}
+
+CropDetector crop_detector_from_string(const std::string& word) {
+    for (CropDetector d :
+         {CropDetector::classical, CropDetector::mediapipe, CropDetector::automatic})
+        if (word == to_string(d)) return d;
+    throw UsageError(fmt::format("crop: '{}' is not one of classical, mediapipe, auto", word));
+}
+
 void validate(const PreprocessSettings& s) {
     std::string problem = first_problem(s);
     if (!problem.empty()) throw UsageError("preprocessing settings: " + problem);
@@ -54,7 +78,12 @@ void to_json(nlohmann::json& j, const PreprocessSettings& s) {
                        {"clahe_tile_grid", s.clahe_tile_grid},
                        {"crop_margin", s.crop_margin},
                        {"crop_hand", s.crop_hand},
-                       {"detect_size", s.detect_size}};
+                       {"detect_size", s.detect_size},
+                       {"detector", to_string(s.detector)},
+                       {"landmark_margin", s.landmark_margin},
+                       {"landmark_forearm", s.landmark_forearm},
+                       {"landmark_padding", s.landmark_padding},
+                       {"landmark_min_score", s.landmark_min_score}};
 }
 
 void from_json(const nlohmann::json& j, PreprocessSettings& s) {
@@ -68,6 +97,22 @@ void from_json(const nlohmann::json& j, PreprocessSettings& s) {
         r.crop_margin = j.value("crop_margin", r.crop_margin);
         r.crop_hand = j.value("crop_hand", r.crop_hand);
         r.detect_size = whole_number(j, "detect_size", r.detect_size);
+        // Files written before the MediaPipe crop have no detector: the classical finder.
+        if (const auto it = j.find("detector"); it != j.end()) {
+            if (!it->is_string())
+                throw Error(ErrorKind::BadData,
+                            "preprocessing settings: detector must be a string, got " +
+                                it->dump());
+            try {
+                r.detector = crop_detector_from_string(it->get<std::string>());
+            } catch (const Error& e) {
+                throw Error(ErrorKind::BadData, std::string("preprocessing settings: ") + e.what());
+            }
+        }
+        r.landmark_margin = j.value("landmark_margin", r.landmark_margin);
+        r.landmark_forearm = j.value("landmark_forearm", r.landmark_forearm);
+        r.landmark_padding = j.value("landmark_padding", r.landmark_padding);
+        r.landmark_min_score = j.value("landmark_min_score", r.landmark_min_score);
     } catch (const nlohmann::json::exception& e) {
         throw Error(ErrorKind::BadData, std::string("preprocessing settings: ") + e.what());
     }

@@ -65,6 +65,7 @@ struct InferenceArgs {
     int views = 1;                   // test-time views averaged per image
     bool accept_all = false;         // no hand gate: every input gets a bone age
     std::string gate;                // hand gate file; empty: the bundled one
+    std::string crop;                // classical | mediapipe | auto; empty: the model's own
 
     // The gate file: --gate, else the bundled one; a usage error when neither exists.
     std::filesystem::path resolve_gate() const {
@@ -84,13 +85,30 @@ struct InferenceArgs {
         o.threads = threads;
         o.precision = parse_precision(precision);
         o.views = views;
+        if (!crop.empty()) o.crop = crop_detector_from_string(crop);
         if (!accept_all) o.gate = std::make_shared<const HandGate>(HandGate::load(resolve_gate()));
         return o;
     }
 };
 
-// --batch, --threads, --precision, --tta.
+// The help of --crop, which preprocess, prepare, predict, evaluate and serve share.
+inline const char* crop_help() {
+    return "who finds the hand: classical (the threshold finder), mediapipe (MediaPipe's palm "
+           "detector and 21 landmarks, the paper's crop; models from "
+           "scripts/fetch-mediapipe-models) or auto (MediaPipe where it finds a hand with "
+           "confidence, else classical); each answer records the method used";
+}
+
+// --crop WORD into `word` (checked against the three words when parsed).
+inline CLI::Option* add_crop_option(CLI::App& sub, std::string& word, const std::string& help) {
+    return sub.add_option("--crop", word, help)
+        ->check(CLI::IsMember({"classical", "mediapipe", "auto"}));
+}
+
+// --batch, --threads, --precision, --tta, --crop.
 inline void add_inference_options(CLI::App& sub, InferenceArgs& args) {
+    add_crop_option(sub, args.crop,
+                    std::string(crop_help()) + " (default: the detector the model was trained with)");
     sub.add_option("--batch", args.batch, "images per forward pass")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();

@@ -23,6 +23,7 @@ struct PrepareArgs {
     int threads = 0;            // worker threads; 0: one per core
     PreprocessSettings settings;  // --size, --no-crop, --clahe-clip, --clahe-grid
     bool no_crop = false;       // keep the whole frame instead of cropping to the hand
+    std::string crop = "classical";  // who finds the hand: classical | mediapipe | auto
 };
 
 int run_prepare(PrepareArgs& a) {
@@ -32,6 +33,7 @@ int run_prepare(PrepareArgs& a) {
     o.out = a.out;
     o.settings = a.settings;
     o.settings.crop_hand = !a.no_crop;
+    o.settings.detector = crop_detector_from_string(a.crop);
     o.strict = a.strict;
     o.threads = a.threads;
 
@@ -63,6 +65,12 @@ int run_prepare(PrepareArgs& a) {
     std::size_t total = report.written + report.rejected.size();
     std::cerr << fmt::format("prepared {} of {} images; {} skipped\n", report.written, total,
                              report.rejected.size());
+    if (o.settings.crop_hand) {
+        std::string methods;
+        for (const auto& [method, count] : report.crop_methods)
+            methods += fmt::format("{}{} {}", methods.empty() ? "" : ", ", count, method);
+        std::cerr << fmt::format("crop ({}): {}\n", crop_method(o.settings), methods);
+    }
     std::cerr << fmt::format("wrote {} ({} images of {}x{}) in {:.1f} s\n", a.out, report.written,
                              o.settings.output_size, o.settings.output_size, seconds);
     return kOk;
@@ -91,6 +99,12 @@ const Command prepare_command{
             ->check(CLI::Range(8, 4096))
             ->capture_default_str();
         sub.add_flag("--no-crop", a->no_crop, "Keep the whole frame instead of cropping to the hand");
+        add_crop_option(sub, a->crop, crop_help())->capture_default_str();
+        sub.add_option("--landmark-margin", a->settings.landmark_margin,
+                       "MediaPipe crop: margin around the 21 landmarks' box, fraction of its "
+                       "longer side")
+            ->check(CLI::Range(0.0, 1.0))
+            ->capture_default_str();
         sub.add_option("--clahe-clip", a->settings.clahe_clip_limit, "CLAHE contrast limit")
             ->check(CLI::PositiveNumber)
             ->capture_default_str();

@@ -5,6 +5,7 @@
 
 #include <boneage/durable_file.hpp>
 #include <boneage/error.hpp>
+#include <boneage/hand_detector.hpp>
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
 #include <boneage/preprocess.hpp>
@@ -31,7 +32,8 @@ struct PreprocessArgs {
     std::string out;                  // folder for <stem>.png and <stem>.json
     int threads = 0;                  // worker threads; 0: one per core
     bool no_crop = false;             // keep the whole frame instead of cropping to the hand
-    PreprocessSettings settings;      // --size, --clahe-clip, --clahe-grid
+    PreprocessSettings settings;      // --size, --clahe-clip, --clahe-grid, --landmark-margin
+    std::string crop = "classical";   // who finds the hand: classical | mediapipe | auto
 };
 
 nlohmann::json rect_json(const cv::Rect& r) { return {r.x, r.y, r.width, r.height}; }
@@ -42,7 +44,8 @@ nlohmann::json describe(const fs::path& input, const Radiograph& radiograph,
                         const Preprocessed& result, const PreprocessSettings& settings) {
     const cv::Size size = radiograph.pixels.size();
     const cv::Rect crop = settings.crop_hand
-                              ? crop_box(result.hand.box, size, settings.crop_margin)
+                              ? crop_box(result.hand.box, size,
+                                         crop_margin_for(result.hand.method, settings))
                               : cv::Rect(0, 0, size.width, size.height);
     return {{"input", input.string()},
             {"format", radiograph.info.format},
@@ -58,9 +61,9 @@ nlohmann::json describe(const fs::path& input, const Radiograph& radiograph,
 
 // Reads, preprocesses and writes one input. Throws boneage::Error on any failure.
 void preprocess_one(const fs::path& input, const fs::path& out_dir,
-                    const PreprocessSettings& settings) {
+                    const PreprocessSettings& settings, const HandFinder& finder) {
     const Radiograph radiograph = read_radiograph(input);
-    const Preprocessed result = preprocess(radiograph, settings);
+    const Preprocessed result = preprocess(radiograph, settings, finder);
     const std::string stem = input.stem().string();
     write_image(out_dir / (stem + ".png"), result.image);
     const fs::path json_path = out_dir / (stem + ".json");
@@ -82,6 +85,7 @@ void check_stems(const std::vector<std::string>& inputs) {
 int run_preprocess(PreprocessArgs& a) {
     PreprocessSettings settings = a.settings;
     settings.crop_hand = !a.no_crop;
+    settings.detector = crop_detector_from_string(a.crop);
     validate(settings);
     check_stems(a.inputs);
     std::error_code ec;
@@ -91,10 +95,11 @@ int run_preprocess(PreprocessArgs& a) {
 
     std::vector<std::string> failures(a.inputs.size());
     std::atomic<std::size_t> done{0};
+    const std::shared_ptr<const HandFinder> finder = hand_finder_for(settings);
     ProgressBar bar("preprocess", a.inputs.size());
     parallel_for(a.inputs.size(), a.threads, [&](std::size_t i) {
         try {
-            preprocess_one(a.inputs[i], a.out, settings);
+            preprocess_one(a.inputs[i], a.out, settings, *finder);
         } catch (const Error& e) {  // names the file already
             failures[i] = e.what();
         } catch (const std::exception& e) {
@@ -123,7 +128,7 @@ const Command preprocess_command{
         sub.footer(
             "For each INPUT: DIR/<stem>.png (SIZE x SIZE, 8-bit grey) and DIR/<stem>.json with\n"
             "box (the hand, [x, y, w, h] in original pixels), crop (the box plus the margin),\n"
-            "method (\"threshold\", \"full-frame\", or \"preprocessed\" for an input that is\n"
+            "method (\"threshold\", \"mediapipe\", \"full-frame\", or \"preprocessed\" for an input that is\n"
             "already a preprocessing output, passed through unchanged), confidence (0..1),\n"
             "width, height, warnings and the settings used. An input that cannot be read or\n"
             "processed gets no output files; its reason is printed on stderr and the others go on.");
@@ -134,6 +139,12 @@ const Command preprocess_command{
             ->check(CLI::NonNegativeNumber)
             ->capture_default_str();
         sub.add_flag("--no-crop", a->no_crop, "Keep the whole frame instead of cropping to the hand");
+        add_crop_option(sub, a->crop, crop_help())->capture_default_str();
+        sub.add_option("--landmark-margin", a->settings.landmark_margin,
+                       "MediaPipe crop: margin around the 21 landmarks' box, fraction of its "
+                       "longer side")
+            ->check(CLI::Range(0.0, 1.0))
+            ->capture_default_str();
         sub.add_option("--clahe-clip", a->settings.clahe_clip_limit, "CLAHE contrast limit")
             ->check(CLI::Range(0.01, 1000.0))
             ->capture_default_str();
