@@ -27,6 +27,9 @@
 namespace boneage {
 
 class HandGate;  // hand_gate.hpp
+namespace infer {
+class PreprocessAhead;  // src/infer/preprocess_ahead.hpp
+}
 struct GateVerdict;
 
 // The range a reported bone age is clamped to, months. The Greulich-Pyle atlas and the RSNA
@@ -125,6 +128,13 @@ struct PredictorOptions {
     // Refuses inputs that are not whole hand radiographs (status "rejected", no bone age)
     // before they are preprocessed. Null: every input is read, whatever it shows.
     std::shared_ptr<const HandGate> gate;
+    // predict_files and predict_batch read and preprocess the next inputs while the network
+    // runs the current batch: one thread preprocesses all along, more only while the network
+    // waits, and the network takes the cores the preprocessing leaves free. Off, each chunk of
+    // inputs is preprocessed on every core, then run on every core. The answers and their order
+    // are the same either way (the batches are). Off by default: on 2 cores it was not faster
+    // (docs/PERFORMANCE.md, bench-predict-overlap), since both stages already use both cores.
+    bool overlap = false;
     // Who finds the hand, in place of the model's own setting (preprocess.hpp, --crop). Unset:
     // the detector the model was trained with.
     std::optional<CropDetector> crop;
@@ -187,6 +197,12 @@ public:
 
 private:
     Prediction finish(Prediction p, double raw, const PredictRequest& request) const;
+    // The network on the prepared inputs [start, end) of predict_batch, in the batches
+    // predict_mixed forms, finishing each ok input of `out` (or failing them all with the
+    // model's error); with `ahead`, each batch as soon as its inputs are prepared.
+    void run_chunk(std::size_t start, std::size_t end, std::vector<cv::Mat>& inputs,
+                   std::vector<Prediction>& out, const std::vector<PredictRequest>& requests,
+                   infer::PreprocessAhead* ahead);
     // The gate's verdict on one input; nullopt when the predictor has no gate.
     std::optional<GateVerdict> screen(const Radiograph& radiograph) const;
 

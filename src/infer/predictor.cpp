@@ -11,6 +11,8 @@
 #include <boneage/image.hpp>
 #include <boneage/parallel.hpp>
 
+#include "infer/preprocess_ahead.hpp"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -278,6 +280,65 @@ Prediction Predictor::predict(const Radiograph& radiograph, const PredictRequest
     return finish(std::move(out), raw, resolved);
 }
 
+void Predictor::run_chunk(std::size_t start, std::size_t end, std::vector<cv::Mat>& inputs,
+                          std::vector<Prediction>& out, const std::vector<PredictRequest>& requests,
+                          infer::PreprocessAhead* ahead) {
+    // The ok inputs of known and of unknown sex, in input order, and how many of each have run.
+    struct Group {
+        bool known;
+        std::vector<std::size_t> items;
+        std::size_t run = 0;
+    };
+    Group known{true, {}, 0}, unknown{false, {}, 0};
+    std::vector<double> raw(end - start, 0.0);
+    std::string failure;  // the model's error: every ok input of the chunk fails with it
+    const std::size_t batch = static_cast<std::size_t>(options_.batch);
+    // The next `count` inputs of `g` through the network: one forward batch (predict_preprocessed
+    // batches by options_.batch, so `count` <= batch is one pass), as predict_mixed runs it.
+    auto run = [&](Group& g, std::size_t count) {
+        if (count == 0 || !failure.empty()) return;
+        std::vector<const std::uint8_t*> images;
+        std::vector<bool> male;
+        for (std::size_t k = g.run; k < g.run + count; ++k) {
+            images.push_back(inputs[g.items[k]].ptr<std::uint8_t>());
+            if (g.known) male.push_back(*requests[g.items[k]].male);
+        }
+        auto forward = [&] {
+            try {
+                std::vector<double> months = predict_preprocessed(images, male);
+                for (std::size_t k = 0; k < count; ++k) raw[g.items[g.run + k] - start] = months[k];
+            } catch (const std::exception& e) {
+                failure = first_line(e.what());
+            }
+        };
+        if (ahead)
+            ahead->run_network(forward);
+        else
+            forward();
+        for (std::size_t k = g.run; k < g.run + count; ++k) inputs[g.items[k]].release();
+        g.run += count;
+    };
+    for (std::size_t i = start; i < end; ++i) {
+        if (ahead) ahead->wait_for(i);
+        if (inputs[i].empty()) continue;
+        Group& g = requests[i].male ? known : unknown;
+        g.items.push_back(i);
+        // With everything prepared at once, the batches run at the chunk's end as before.
+        if (ahead && g.items.size() - g.run == batch) run(g, batch);
+    }
+    for (Group* g : {&known, &unknown})
+        while (g->run < g->items.size()) run(*g, std::min(batch, g->items.size() - g->run));
+    for (const Group* g : {&known, &unknown})
+        for (std::size_t i : g->items) {
+            if (failure.empty()) {
+                out[i] = finish(std::move(out[i]), raw[i - start], requests[i]);
+            } else {
+                out[i].status = "error";
+                out[i].message = "the model failed: " + failure;
+            }
+        }
+}
+
 std::vector<Prediction> Predictor::predict_files(
     const std::vector<std::filesystem::path>& files, const PredictRequest& request,
     const std::function<void(std::size_t, std::size_t)>& progress) {
@@ -292,55 +353,49 @@ std::vector<Prediction> Predictor::predict_batch(
                                                   files.size()));
     std::vector<Prediction> out(files.size());
     std::vector<PredictRequest> requests = given;  // each input's own sex, age
-    // Chunks bound the memory held by decoded inputs while keeping every core busy.
-    const std::size_t chunk = std::max<std::size_t>(64, std::size_t(options_.batch));
-    std::size_t done = 0;
-    for (std::size_t start = 0; start < files.size(); start += chunk) {
-        std::size_t end = std::min(files.size(), start + chunk);
-        std::vector<cv::Mat> inputs(end - start);
-        parallel_for(end - start, options_.threads, [&](std::size_t k) {
-            std::size_t i = start + k;
-            try {
-                Radiograph r = read_radiograph(files[i]);
-                const std::optional<GateVerdict> verdict = screen(r);
-                if (verdict && !verdict->accepted) {
-                    out[i] = rejected(files[i], r, *verdict);
-                    return;
-                }
-                Preprocessed p = preprocess(r, settings(), *finder_);
-                inputs[k] = checked_input(p, image_size());
-                out[i] = describe(files[i], r, p);
-                if (verdict) out[i].hand_score = verdict->hand_score;
-                if (given[i].keep_images) out[i].image = inputs[k];
-                requests[i] = for_input(given[i], r.info.dicom, out[i].warnings);
-            } catch (const std::exception& e) {
-                out[i].path = files[i];
-                out[i].status = "error";
-                out[i].message = first_line(e.what());
-            }
-        });
-        std::vector<const std::uint8_t*> ready;
-        std::vector<std::size_t> index;
-        for (std::size_t k = 0; k < inputs.size(); ++k)
-            if (!inputs[k].empty()) {
-                ready.push_back(inputs[k].ptr<std::uint8_t>());
-                index.push_back(start + k);
-            }
+    std::vector<cv::Mat> inputs(files.size());     // preprocessed, until their batch has run
+    // Reads and preprocesses input i into inputs[i], or records why it cannot be read.
+    auto prepare = [&](std::size_t i) {
         try {
-            std::vector<std::optional<bool>> sexes;
-            for (std::size_t i : index) sexes.push_back(requests[i].male);
-            std::vector<double> raw = predict_mixed(*this, ready, sexes);
-            for (std::size_t k = 0; k < index.size(); ++k)
-                out[index[k]] = finish(std::move(out[index[k]]), raw[k], requests[index[k]]);
-        } catch (const std::exception& e) {
-            for (std::size_t i : index) {
-                out[i].status = "error";
-                out[i].message = "the model failed: " + first_line(e.what());
+            Radiograph r = read_radiograph(files[i]);
+            const std::optional<GateVerdict> verdict = screen(r);
+            if (verdict && !verdict->accepted) {
+                out[i] = rejected(files[i], r, *verdict);
+                return;
             }
+            Preprocessed p = preprocess(r, settings(), *finder_);
+            inputs[i] = checked_input(p, image_size());
+            out[i] = describe(files[i], r, p);
+            if (verdict) out[i].hand_score = verdict->hand_score;
+            if (given[i].keep_images) out[i].image = inputs[i];
+            requests[i] = for_input(given[i], r.info.dicom, out[i].warnings);
+        } catch (const std::exception& e) {
+            out[i].path = files[i];
+            out[i].status = "error";
+            out[i].message = first_line(e.what());
         }
-        done = end;
-        if (progress) progress(done, files.size());
+    };
+    // Chunks bound the memory held by decoded inputs while keeping every core busy. Within a
+    // chunk the inputs of known sex and those of unknown sex each run in batches of
+    // options_.batch, in input order (predict_mixed): with or without overlap the batches are
+    // the same, so are the answers.
+    const std::size_t chunk = std::max<std::size_t>(64, std::size_t(options_.batch));
+    std::unique_ptr<infer::PreprocessAhead> ahead;
+    if (options_.overlap && files.size() > 1)
+        ahead = std::make_unique<infer::PreprocessAhead>(
+            files.size(), options_.threads > 0 ? options_.threads : default_thread_count(),
+            chunk, prepare);
+    for (std::size_t start = 0; start < files.size(); start += chunk) {
+        const std::size_t end = std::min(files.size(), start + chunk);
+        if (!ahead) {
+            parallel_for(end - start, options_.threads, [&](std::size_t k) { prepare(start + k); });
+            run_chunk(start, end, inputs, out, requests, nullptr);
+        } else {
+            run_chunk(start, end, inputs, out, requests, ahead.get());
+        }
+        if (progress) progress(end, files.size());
     }
+    ahead.reset();
     for (Prediction& p : out) p.provenance = provenance_;  // the failed and rejected too
     return out;
 }
