@@ -107,6 +107,18 @@ TEST(Cli, HelpListsTheSubcommands) {
         EXPECT_NE(out.find(name), std::string::npos) << name << " missing from:\n" << out;
 }
 
+TEST(Cli, EveryCommandThatCropsTakesTheCropDetectorAndRefusesAnother) {
+    for (const char* command : {"preprocess", "prepare", "predict", "evaluate", "serve"}) {
+        std::string out;
+        EXPECT_EQ(run_command(kCli + " " + command + " --help", &out), 0) << command;
+        EXPECT_NE(out.find("--crop"), std::string::npos) << command << " has no --crop:\n" << out;
+        EXPECT_NE(out.find("mediapipe"), std::string::npos) << command;
+        EXPECT_EQ(run_command(kCli + " " + command + " --crop yolo x.png", &out), 2)
+            << command << ": " << out;
+        EXPECT_NE(out.find("yolo"), std::string::npos) << out;
+    }
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
     ScratchDir dir("cli-usage");
     fs::path model = tiny_model(dir / "m.bin");

@@ -151,6 +151,9 @@ const Command serve_command{
                        "hand gate file (default: $BONEAGE_GATE or the bundled "
                        "models/hand_gate.bin)")
             ->check(CLI::ExistingFile);
+        add_crop_option(sub, args->inference.crop,
+                        std::string(crop_help()) +
+                            " (default: the detector the model was trained with)");
         return [args] { return run_serve(*args); };
     }};
 
