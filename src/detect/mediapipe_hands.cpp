@@ -85,7 +85,8 @@ MediaPipeHands::MediaPipeHands(const fs::path& dir, MediaPipeModel model) {
         load_model(dir, "palm_detection_" + variant + ".tflite"),
         load_model(dir, "hand_landmark_" + variant + ".tflite")});
     const auto& out = models_->palm.outputs();
-    if (out.size() != 2 || out[0].shape.size() != 3 || out[0].shape[1] != static_cast<int64_t>(models_->anchors.size()) ||
+    const auto anchors = static_cast<int64_t>(models_->anchors.size());
+    if (out.size() != 2 || out[0].shape.size() != 3 || out[0].shape[1] != anchors ||
         out[0].shape[2] != 18)
         throw Error(ErrorKind::BadData, dir / ("palm_detection_" + variant + ".tflite"),
                     fmt::format("expected a palm detector with {} anchors of 18 values",
@@ -100,6 +101,10 @@ MediaPipeHands::MediaPipeHands(MediaPipeHands&&) noexcept = default;
 MediaPipeHands& MediaPipeHands::operator=(MediaPipeHands&&) noexcept = default;
 
 std::optional<HandLandmarks> MediaPipeHands::find(const cv::Mat& image, double padding) const {
+    if (image.type() != CV_8UC1 && image.type() != CV_8UC3)
+        throw UsageError(fmt::format("MediaPipe reads 8-bit grey or BGR images, got type {}",
+                                     image.type()));
+    if (image.empty()) return std::nullopt;
     if (padding > 0) {
         const int border = static_cast<int>(std::lround(padding * std::max(image.cols, image.rows)));
         cv::Mat framed;
