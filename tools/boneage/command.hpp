@@ -105,6 +105,15 @@ inline CLI::Option* add_crop_option(CLI::App& sub, std::string& word, const std:
         ->check(CLI::IsMember({"classical", "mediapipe", "auto"}));
 }
 
+// --crop and --landmark-margin of the commands that preprocess (preprocess, prepare).
+inline void add_crop_options(CLI::App& sub, std::string& word, PreprocessSettings& settings) {
+    add_crop_option(sub, word, crop_help())->capture_default_str();
+    sub.add_option("--landmark-margin", settings.landmark_margin,
+                   "MediaPipe crop: margin around the landmarks' box, fraction of its longer side")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+}
+
 // --batch, --threads, --precision, --tta, --crop.
 inline void add_inference_options(CLI::App& sub, InferenceArgs& args) {
     add_crop_option(sub, args.crop,

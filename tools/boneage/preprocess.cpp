@@ -139,12 +139,7 @@ const Command preprocess_command{
             ->check(CLI::NonNegativeNumber)
             ->capture_default_str();
         sub.add_flag("--no-crop", a->no_crop, "Keep the whole frame instead of cropping to the hand");
-        add_crop_option(sub, a->crop, crop_help())->capture_default_str();
-        sub.add_option("--landmark-margin", a->settings.landmark_margin,
-                       "MediaPipe crop: margin around the 21 landmarks' box, fraction of its "
-                       "longer side")
-            ->check(CLI::Range(0.0, 1.0))
-            ->capture_default_str();
+        add_crop_options(sub, a->crop, a->settings);
         sub.add_option("--clahe-clip", a->settings.clahe_clip_limit, "CLAHE contrast limit")
             ->check(CLI::Range(0.01, 1000.0))
             ->capture_default_str();
