@@ -116,6 +116,25 @@ std::uint32_t magnitude_key(float value) {
 // positive ones. The median is the one nth_element gives over all the deviations, found
 // without collecting them: a histogram of their top bits finds the bucket that holds it, and
 // only that bucket's values are collected and ordered.
+// Magnitudes are bucketed by their top bits: 65,536 buckets over the 31 bits of a magnitude.
+constexpr int kNoiseBucketShift = 15;
+
+// The robust noise (1.4826 x the median deviation, at least 0.25) from `counts` of `n`
+// deviations per bucket: the bucket holding the element nth_element puts at n / 2, then a
+// partial sort of that bucket alone, whose deviations `each_in_bucket(bucket, push)` lists.
+template <class EachInBucket>
+double noise_from_buckets(const std::vector<std::uint32_t>& counts, std::size_t n,
+                          EachInBucket each_in_bucket) {
+    if (n == 0) return 0.25;
+    std::size_t rank = n / 2, bucket = 0;
+    while (rank >= counts[bucket]) rank -= counts[bucket++];
+    std::vector<float> within;
+    within.reserve(counts[bucket]);
+    each_in_bucket(bucket, [&](float deviation) { within.push_back(deviation); });
+    std::nth_element(within.begin(), within.begin() + rank, within.end());
+    return std::max(0.25, 1.4826 * within[rank]);
+}
+
 double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute how) {
     const StepClock clock("l5 noise");
     auto for_each_deviation = [&](auto&& visit) {
@@ -131,23 +150,17 @@ double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute ho
         for_each_deviation([&](float r) { deviations.push_back(-r); });
         return std::max(0.25, 1.4826 * median_of(deviations));
     }
-    constexpr int kShift = 15;  // 65,536 buckets over the 31 bits of a magnitude
-    std::vector<std::uint32_t> counts(std::size_t{1} << (31 - kShift), 0);
+    std::vector<std::uint32_t> counts(std::size_t{1} << (31 - kNoiseBucketShift), 0);
     std::size_t n = 0;
     for_each_deviation([&](float r) {
-        ++counts[magnitude_key(r) >> kShift];
+        ++counts[magnitude_key(r) >> kNoiseBucketShift];
         ++n;
     });
-    if (n == 0) return 0.25;
-    std::size_t rank = n / 2, bucket = 0;  // the element nth_element puts at n / 2
-    while (rank >= counts[bucket]) rank -= counts[bucket++];
-    std::vector<float> within;
-    within.reserve(counts[bucket]);
-    for_each_deviation([&](float r) {
-        if (magnitude_key(r) >> kShift == bucket) within.push_back(-r);
+    return noise_from_buckets(counts, n, [&](std::size_t bucket, auto push) {
+        for_each_deviation([&](float r) {
+            if (magnitude_key(r) >> kNoiseBucketShift == bucket) push(-r);
+        });
     });
-    std::nth_element(within.begin(), within.begin() + rank, within.end());
-    return std::max(0.25, 1.4826 * within[rank]);
 }
 
 // residual_noise of one residual under the several weights of the smooth surface's rounds.
@@ -180,19 +193,14 @@ public:
                 ++counts_[p.bucket];
                 ++n;
             }
-        if (n == 0) return 0.25;
-        std::size_t rank = n / 2, bucket = 0;  // the element nth_element puts at n / 2
-        while (rank >= counts_[bucket]) rank -= counts_[bucket++];
-        std::vector<float> within;
-        within.reserve(counts_[bucket]);
-        for (const Pixel& p : pixels_)
-            if (p.bucket == bucket && w[p.offset] > 0.5f) within.push_back(p.deviation);
-        std::nth_element(within.begin(), within.begin() + rank, within.end());
-        return std::max(0.25, 1.4826 * within[rank]);
+        return noise_from_buckets(counts_, n, [&](std::size_t bucket, auto push) {
+            for (const Pixel& p : pixels_)
+                if (p.bucket == bucket && w[p.offset] > 0.5f) push(p.deviation);
+        });
     }
 
 private:
-    static constexpr int kShift = 15;  // as residual_noise's buckets
+    static constexpr int kShift = kNoiseBucketShift;  // residual_noise's buckets
     struct Pixel {
         int offset;
         std::uint32_t bucket;
