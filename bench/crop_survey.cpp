@@ -9,6 +9,8 @@
 //
 // --invert gives MediaPipe the film with its grey levels reversed (a dark hand on a light
 // ground, nearer the photographs it was trained on). Times are the calling thread's CPU time.
+#include "../src/preprocess/hand_finder_steps.hpp"  // thread_cpu_ms (internal)
+
 #include <boneage/hand_detector.hpp>
 #include <boneage/image.hpp>
 #include <boneage/preprocess.hpp>
@@ -31,11 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double thread_cpu_ms() {
-    timespec t{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
+using boneage::hand_finder::thread_cpu_ms;
 
 double median(std::vector<double> v) {
     if (v.empty()) return 0;

@@ -30,11 +30,7 @@
 
 namespace {
 
-double thread_cpu_ms() {
-    timespec t{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
+using boneage::hand_finder::thread_cpu_ms;
 
 struct Row {
     cv::Rect box;

@@ -28,11 +28,7 @@ namespace {
 
 using boneage::hand_finder::StepClock;
 
-double thread_cpu_ms() {
-    timespec t{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
+using boneage::hand_finder::thread_cpu_ms;
 
 double median(std::vector<double> v) {
     if (v.empty()) return 0.0;

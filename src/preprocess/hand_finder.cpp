@@ -34,13 +34,13 @@ namespace {
 
 thread_local StepClock::Totals* recording = nullptr;
 
+}  // namespace
+
 double thread_cpu_ms() {
     timespec t{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
-
-}  // namespace
 
 StepClock::Recording::Recording(Totals& totals) : previous_(recording) { recording = &totals; }
 StepClock::Recording::~Recording() { recording = previous_; }

@@ -11,6 +11,10 @@
 
 namespace boneage::hand_finder {
 
+// The calling thread's CPU time in ms (CLOCK_THREAD_CPUTIME_ID): other work sharing the core
+// does not count in it.
+double thread_cpu_ms();
+
 // Where find_hand's time goes: the calling thread's CPU time per named step, summed over every
 // call made while a StepClock::Recording is alive on that thread (bench/preprocess_stages.cpp).
 // Without one, a step's timer costs the test of a null pointer.
