@@ -773,6 +773,63 @@ TEST_F(Train, DatasetInputNormIsMeasuredOnTheTrainingRowsAndPassedOnByFineTuning
     EXPECT_THROW(train(tune), UsageError);
 }
 
+TEST_F(Train, TrunkStartTakesTheLayersBeforeTheHeadAndLetsTheInputSizeChange) {
+    // Pre-training at a small size, fine-tuning at a larger one with the flatten head: the
+    // head's first dense layer changes shape, the trunk does not.
+    TrainOptions small = tiny_options("trunk-source");
+    small.epochs = 1;
+    small.steps_per_epoch = 2;
+    small.input_size = 48;
+    const TrainResult source = train(small);
+    ASSERT_EQ(source.meta.config.head, "flatten");
+
+    TrainOptions tune = tiny_options("trunk-tuned");
+    tune.epochs = 1;
+    tune.steps_per_epoch = 1;
+    tune.input_size = 64;
+    tune.learning_rate = 1e-12;  // one step that moves no weight measurably
+    tune.init_from = source.model_file;
+    try {
+        train(tune);
+        FAIL() << "a whole model of another input size started a flatten-head run";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("--init-layers trunk"), std::string::npos)
+            << e.what();
+    }
+
+    tune.init_layers = "trunk";
+    tune.init_output_bias = "mean";  // the head is fresh, so it may start at the mean
+    const TrainResult tuned = train(tune);
+    EXPECT_EQ(tuned.meta.config.input_size, 64);
+    const LoadedModel a = load_model(source.model_file);
+    const LoadedModel b = load_model(tuned.model_file);
+    const auto from = a.net->named_parameters();
+    int trunk = 0, head = 0;
+    for (const auto& p : b.net->named_parameters()) {
+        const torch::Tensor* s = from.find(p.key());
+        ASSERT_NE(s, nullptr) << p.key();
+        if (p.key().rfind("head.", 0) != 0) {
+            ++trunk;
+            EXPECT_TRUE(torch::allclose(p.value(), *s, 0.0, 1e-6)) << p.key();
+        } else if (p.key() == "head.output.weight") {
+            ++head;
+            EXPECT_FALSE(torch::allclose(p.value(), *s)) << "the head was copied";
+        }
+    }
+    EXPECT_GT(trunk, 0);
+    EXPECT_EQ(head, 1);
+    EXPECT_NE(b.net->named_parameters()["head.dense1.weight"].sizes(),
+              from["head.dense1.weight"].sizes());
+
+    // Options that make no sense together are refused before any work.
+    TrainOptions alone = tiny_options("trunk-alone");
+    alone.init_layers = "trunk";
+    EXPECT_THROW(validate(alone), UsageError);
+    alone.init_from = source.model_file;
+    alone.init_layers = "head";
+    EXPECT_THROW(validate(alone), UsageError);
+}
+
 // ---- what the inputs of a run mean --------------------------------------------------------
 
 TEST_F(Train, RefusesACacheOfAnotherPreprocessVersionUnlessAllowed) {

@@ -108,6 +108,9 @@ struct TrainOptions {
     std::filesystem::path run_dir;      // checkpoints and history.csv; empty: "<out>.run"
     std::filesystem::path init_from;    // model file whose weights start the run (fine-tuning);
                                         // its label scaling is kept; empty: fresh weights
+    std::string init_layers = "all";    // with init_from: all (the whole net, its label scaling
+                                        // kept) | trunk (every layer before the head; the head
+                                        // starts fresh, so the input size and head may change)
     bool allow_preprocess_mismatch = false;  // train on caches, or start from a model, made
                                              // with another preprocessing version than this
                                              // build's (kPreprocessVersion); refused otherwise

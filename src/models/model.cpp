@@ -67,7 +67,8 @@ torch::Tensor BoneAgeNetImpl::head(const torch::Tensor&, const torch::Tensor&) {
 
 namespace models {
 
-void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
+void copy_weights(const torch::nn::Module& from, torch::nn::Module& to,
+                  const std::string& except_prefix) {
     torch::NoGradGuard no_grad;
     const auto source_params = from.named_parameters();
     const auto source_buffers = from.named_buffers();
@@ -75,6 +76,7 @@ void copy_weights(const torch::nn::Module& from, torch::nn::Module& to) {
     for (auto& b : to.named_buffers()) targets.insert(b.key(), b.value());
     std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;  // (destination, source)
     for (auto& t : targets) {
+        if (!except_prefix.empty() && t.key().rfind(except_prefix, 0) == 0) continue;
         const torch::Tensor* src = source_params.find(t.key());
         if (!src) src = source_buffers.find(t.key());
         if (!src) throw UsageError(fmt::format("its {} is missing", t.key()));

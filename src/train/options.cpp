@@ -32,6 +32,7 @@ void to_json(nlohmann::json& j, const TrainOptions& o) {
          {"folds", o.folds},
          {"fold", o.fold},
          {"init_from", o.init_from.string()},
+         {"init_layers", o.init_layers},
          {"allow_preprocess_mismatch", o.allow_preprocess_mismatch},
          {"out", o.out.string()},
          {"run_dir", o.run_dir.string()},
@@ -80,6 +81,7 @@ void from_json(const nlohmann::json& j, TrainOptions& o) {
     o.folds = j.value("folds", d.folds);
     o.fold = j.value("fold", d.fold);
     o.init_from = j.value("init_from", std::string());
+    o.init_layers = j.value("init_layers", d.init_layers);
     o.allow_preprocess_mismatch = j.value("allow_preprocess_mismatch", d.allow_preprocess_mismatch);
     o.out = j.value("out", std::string());
     o.run_dir = j.value("run_dir", std::string());
@@ -174,9 +176,14 @@ void validate(const TrainOptions& o) {
     if (o.init_output_bias != "none" && o.init_output_bias != "mean")
         throw UsageError(
             fmt::format("unknown init_output_bias '{}' (none or mean)", o.init_output_bias));
-    if (o.init_output_bias == "mean" && !o.init_from.empty())
-        throw UsageError("init_output_bias mean sets up fresh weights; a run that starts from "
-                         "a model file keeps that model's output");
+    if (o.init_layers != "all" && o.init_layers != "trunk")
+        throw UsageError(fmt::format("unknown init_layers '{}' (all or trunk)", o.init_layers));
+    if (o.init_layers == "trunk" && o.init_from.empty())
+        throw UsageError("init_layers trunk takes the trunk of a model file: give init_from");
+    if (o.init_output_bias == "mean" && !o.init_from.empty() && o.init_layers == "all")
+        throw UsageError("init_output_bias mean sets up a fresh output layer; a run that starts "
+                         "from a whole model file keeps that model's output (init_layers trunk "
+                         "starts the head fresh)");
     if (!(o.clip_grad_norm >= 0.0) || !std::isfinite(o.clip_grad_norm))
         throw UsageError(
             fmt::format("clip_grad_norm must be >= 0 (0: off), not {}", o.clip_grad_norm));

@@ -234,13 +234,14 @@ void use_memory_format(BoneAgeNetImpl& net, const TrainOptions& o) {
 // Fine-tuning: every parameter and buffer of `net` from the model file `file`, which must be
 // of the same architecture, head and use of sex (the input size may differ where the head
 // does not depend on it).
-void start_from(const std::filesystem::path& file, const LoadedModel& from, BoneAgeNetImpl& net) {
+void start_from(const std::filesystem::path& file, const LoadedModel& from,
+                BoneAgeNetImpl& net, const std::string& layers) {
     try {
-        models::copy_weights(*from.net, net);
+        models::copy_weights(*from.net, net, layers == "trunk" ? "head." : "");
     } catch (const UsageError& e) {
         throw UsageError(fmt::format(
             "{}: cannot start from this model: {} (at input size {}; the head 'gap' does not "
-            "depend on the size)",
+            "depend on the size, and --init-layers trunk leaves the head out)",
             file.string(), e.reason(), from.meta.config.input_size));
     }
 }
@@ -584,16 +585,25 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
         start = load_model(options.init_from);
         detail::check_preprocessing(options.init_from, *start, options);
         const ModelConfig& c = start->meta.config;
-        if (c.arch != config.arch || c.head != config.head || c.use_sex != config.use_sex)
+        const bool whole = options.init_layers == "all";
+        if (c.arch != config.arch ||
+            (whole && (c.head != config.head || c.use_sex != config.use_sex)))
             throw UsageError(fmt::format(
                 "{}: cannot start from this model: it is {} with head {}{}, the run wants {} "
-                "with head {}{}",
+                "with head {}{}{}",
                 options.init_from.string(), c.arch, c.head, c.use_sex ? " and sex" : "",
-                config.arch, config.head, config.use_sex ? " and sex" : ""));
-        // Its output already speaks in months through its own scaling, and its first layer
-        // expects its own input normalisation: keep both.
-        config.label_offset = c.label_offset;
-        config.label_scale = c.label_scale;
+                config.arch, config.head, config.use_sex ? " and sex" : "",
+                whole && c.arch == config.arch ? " (--init-layers trunk takes its trunk alone)"
+                                               : ""));
+        // A whole model's output already speaks in months through its own scaling: keep it.
+        // A fresh head learns the scaling of this run's labels.
+        if (whole) {
+            config.label_offset = c.label_offset;
+            config.label_scale = c.label_scale;
+        } else {
+            set_label_scaling(config, run.data);
+        }
+        // Its first layer expects its own input normalisation.
         config.input_mean = c.input_mean;
         config.input_std = c.input_std;
         if (options.input_norm == "dataset" && c.input_mean == 0.0 && c.input_std == 1.0)
@@ -608,7 +618,7 @@ TrainResult train(const TrainOptions& options, const TrainCallbacks& callbacks) 
     }
     torch::manual_seed(options.seed);  // the initial weights
     run.net = make_model(config);
-    if (start) start_from(options.init_from, *start, *run.net);
+    if (start) start_from(options.init_from, *start, *run.net, options.init_layers);
     detail::set_batchnorm_momentum(*run.net, options.bn_momentum);
     // After the weights are drawn, and drawing nothing itself: the rest of the run is the
     // same as without it but for this one bias.

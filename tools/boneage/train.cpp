@@ -183,6 +183,13 @@ const Command train_command{
                        "Model file whose weights start the run (fine-tuning; same arch, head "
                        "and use of sex)")
             ->check(CLI::ExistingFile);
+        sub.add_option("--init-layers", o.init_layers,
+                       "With --init-from: all (the whole net; same arch, head, use of sex and, "
+                       "for a flatten head, input size) | trunk (the layers before the head; "
+                       "the head starts fresh, so the input size, head and use of sex may "
+                       "differ)")
+            ->check(CLI::IsMember({"all", "trunk"}))
+            ->capture_default_str();
         sub.add_flag("--allow-preprocess-mismatch", o.allow_preprocess_mismatch,
                      "Train on caches, or start from a model, made with another preprocessing "
                      "version than this build's (refused by default: the weights would learn "
