@@ -442,11 +442,12 @@ void expect_one_line_naming(const std::string& err, const fs::path& file,
 }  // namespace
 
 TEST(Cli, HelpListsEveryExitStatus) {
-    for (const char* command : {"--help", "predict --help", "evaluate --help"}) {
+    for (const char* command : {"--help", "predict --help", "evaluate --help", "preprocess --help"}) {
         std::string out;
         ASSERT_EQ(run_command(kCli + " " + command, &out), 0) << out;
         const auto at = out.find("Exit status:");
         ASSERT_NE(at, std::string::npos) << command << ":\n" << out;
+        EXPECT_EQ(out.find("Exit status:", at + 1), std::string::npos) << command << ": twice";
         for (const char* code : {"\n  0  ", "\n  1  ", "\n  2  ", "\n  3  "})
             EXPECT_NE(out.find(code, at), std::string::npos) << command << ": " << code;
     }

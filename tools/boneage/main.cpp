@@ -89,9 +89,10 @@ int main(int argc, char** argv) {
     for (const Command* c : sorted) {
         CLI::App* sub = app.add_subcommand(c->name, c->help);
         runners.emplace_back(sub, c->setup(*sub));
-        // After any footer of the command's own.
+        // A command starts with a copy of the app's footer (CLI11), the table; a command that
+        // sets a footer of its own replaces it, so the table goes back after that one.
         const std::string own = sub->get_footer();
-        sub->footer((own.empty() ? "" : own + "\n\n") + exit_status_help());
+        if (own != exit_status_help()) sub->footer(own + "\n\n" + exit_status_help());
     }
 
     try {
