@@ -233,7 +233,7 @@ void use_memory_format(BoneAgeNetImpl& net, const TrainOptions& o) {
 
 // Fine-tuning: every parameter and buffer of `net` from the model file `file`, which must be
 // of the same architecture, head and use of sex (the input size may differ where the head
-// does not depend on it).
+// does not depend on it); with `layers` "trunk", those outside the head alone.
 void start_from(const std::filesystem::path& file, const LoadedModel& from,
                 BoneAgeNetImpl& net, const std::string& layers) {
     try {
