@@ -111,13 +111,13 @@ std::uint32_t magnitude_key(float value) {
     return bits & 0x7fffffffu;
 }
 
-// Robust sigma (1.4826 x median absolute deviation) of `residual` where `weight` is 1, from
-// the negative residuals only: faint tissue left among the background pixels only adds
-// positive ones. The median is the one nth_element gives over all the deviations, found
-// without collecting them: a histogram of their top bits finds the bucket that holds it, and
-// only that bucket's values are collected and ordered.
 // Magnitudes are bucketed by their top bits: 65,536 buckets over the 31 bits of a magnitude.
 constexpr int kNoiseBucketShift = 15;
+constexpr std::size_t kNoiseBuckets = std::size_t{1} << (31 - kNoiseBucketShift);
+
+std::uint32_t noise_bucket(float deviation) {
+    return magnitude_key(deviation) >> kNoiseBucketShift;
+}
 
 // The robust noise (1.4826 x the median deviation, at least 0.25) from `counts` of `n`
 // deviations per bucket: the bucket holding the element nth_element puts at n / 2, then a
@@ -135,6 +135,11 @@ double noise_from_buckets(const std::vector<std::uint32_t>& counts, std::size_t 
     return std::max(0.25, 1.4826 * within[rank]);
 }
 
+// Robust sigma (1.4826 x median absolute deviation) of `residual` where `weight` is 1, from
+// the negative residuals only: faint tissue left among the background pixels only adds
+// positive ones. The median is the one nth_element gives over all the deviations, found
+// without collecting them: a histogram of their top bits finds the bucket that holds it, and
+// only that bucket's values are collected and ordered.
 double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute how) {
     const StepClock clock("l5 noise");
     auto for_each_deviation = [&](auto&& visit) {
@@ -150,15 +155,15 @@ double residual_noise(const cv::Mat& residual, const cv::Mat& weight, Compute ho
         for_each_deviation([&](float r) { deviations.push_back(-r); });
         return std::max(0.25, 1.4826 * median_of(deviations));
     }
-    std::vector<std::uint32_t> counts(std::size_t{1} << (31 - kNoiseBucketShift), 0);
+    std::vector<std::uint32_t> counts(kNoiseBuckets, 0);
     std::size_t n = 0;
     for_each_deviation([&](float r) {
-        ++counts[magnitude_key(r) >> kNoiseBucketShift];
+        ++counts[noise_bucket(r)];
         ++n;
     });
     return noise_from_buckets(counts, n, [&](std::size_t bucket, auto push) {
         for_each_deviation([&](float r) {
-            if (magnitude_key(r) >> kNoiseBucketShift == bucket) push(-r);
+            if (noise_bucket(r) == bucket) push(-r);
         });
     });
 }
@@ -175,9 +180,7 @@ public:
             const uchar* f = film.ptr<uchar>(y);
             for (int x = 0; x < residual.cols; ++x)
                 if (f[x] && r[x] <= 0.0f)
-                    pixels_.push_back({y * residual.cols + x,
-                                       static_cast<std::uint32_t>(magnitude_key(r[x]) >> kShift),
-                                       -r[x]});
+                    pixels_.push_back({y * residual.cols + x, noise_bucket(r[x]), -r[x]});
         }
     }
 
@@ -186,7 +189,7 @@ public:
         const StepClock clock("l5 noise");
         CV_Assert(weight.isContinuous() && weight.type() == CV_32F);
         const float* w = weight.ptr<float>();
-        counts_.assign(std::size_t{1} << (31 - kShift), 0);
+        counts_.assign(kNoiseBuckets, 0);
         std::size_t n = 0;
         for (const Pixel& p : pixels_)
             if (w[p.offset] > 0.5f) {
@@ -200,7 +203,6 @@ public:
     }
 
 private:
-    static constexpr int kShift = kNoiseBucketShift;  // residual_noise's buckets
     struct Pixel {
         int offset;
         std::uint32_t bucket;

@@ -77,7 +77,6 @@ int main(int argc, char** argv) {
     using namespace boneage::cli;
     keep_freed_blocks_for_reuse();
     CLI::App app{"boneage: skeletal age in months from a hand radiograph"};
-    app.footer(exit_status_help());
     app.set_version_flag("--version", std::string("boneage ") + build_version() + " (" +
                                           build_commit() + ")");
     app.require_subcommand(1);
@@ -89,11 +88,12 @@ int main(int argc, char** argv) {
     for (const Command* c : sorted) {
         CLI::App* sub = app.add_subcommand(c->name, c->help);
         runners.emplace_back(sub, c->setup(*sub));
-        // A command starts with a copy of the app's footer (CLI11), the table; a command that
-        // sets a footer of its own replaces it, so the table goes back after that one.
+        // After the command's own footer, if any. The app's footer is set after the loop:
+        // CLI11 copies it into every command added later, which would print the table twice.
         const std::string own = sub->get_footer();
-        if (own != exit_status_help()) sub->footer(own + "\n\n" + exit_status_help());
+        sub->footer((own.empty() ? "" : own + "\n\n") + exit_status_help());
     }
+    app.footer(exit_status_help());
 
     try {
         app.parse(argc, argv);
