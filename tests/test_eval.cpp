@@ -441,10 +441,13 @@ TEST(Report, WritesTheTableThePredictionsAndTheFigures) {
     fs::path out = f.dir / "report";
     ReportOptions options;
     options.figures = gnuplot_available();
+    evals[1].views = 3;  // as a model whose file records three test-time views
     ReportFiles files = write_report(out, evals, &set, options);
 
     std::ifstream md_in(files.markdown);
     std::string md((std::istreambuf_iterator<char>(md_in)), {});
+    EXPECT_NE(md.find("test-time views per image: first 1, second 3 (the mean"), std::string::npos)
+        << md;
     EXPECT_NE(md.find("| model | arch |"), std::string::npos);
     EXPECT_NE(md.find("| first | shallow |"), std::string::npos) << md;
     EXPECT_NE(md.find("| second | shallow |"), std::string::npos);

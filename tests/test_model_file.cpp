@@ -657,6 +657,30 @@ TEST(ModelFile, AFileFromBeforeTheMeaningWasRecordedReadsAsPreprocessVersionOne)
     EXPECT_NE(old.sha256, boneage::file_sha256(dir / "m.bin"));
 }
 
+// The test-time views a file records come back; a file without them, or written with one, has
+// no key and reads as 1; a number out of range is refused naming the key.
+TEST(ModelFile, RecordsItsTestTimeViewsOnlyWhenThereAreSeveral) {
+    ScratchDir dir("model_file_views");
+    boneage::ModelMetadata meta = sample_metadata();
+    const boneage::BoneAgeNet net = sample_net("shallow", 64, false, "gap");
+    boneage::save_model(dir / "one.bin", net, meta);
+    EXPECT_FALSE(metadata_of(read_bytes(dir / "one.bin")).contains("views"));
+    EXPECT_EQ(boneage::load_model(dir / "one.bin").meta.views, 1);
+    meta.views = 3;
+    boneage::save_model(dir / "three.bin", net, meta);
+    const std::string bytes = read_bytes(dir / "three.bin");
+    EXPECT_EQ(metadata_of(bytes)["views"], 3);
+    EXPECT_EQ(boneage::load_model(dir / "three.bin").meta.views, 3);
+    for (const nlohmann::json& bad : {nlohmann::json(0), nlohmann::json(boneage::kMaxViews + 1),
+                                      nlohmann::json(2.5), nlohmann::json("3")}) {
+        SCOPED_TRACE(bad.dump());
+        nlohmann::json j = metadata_of(bytes);
+        j["views"] = bad;
+        write_bytes(dir / "bad.bin", with_metadata(bytes, j.dump()));
+        expect_bad_model(dir / "bad.bin", "views must be a whole");
+    }
+}
+
 TEST(ModelFile, ARecordedPreprocessVersionOrModelVersionOfTheWrongKindIsRefused) {
     ScratchDir dir("model_file_meaning_bad");
     boneage::save_model(dir / "m.bin", sample_net("shallow", 64, false, "gap"), sample_metadata());

@@ -94,8 +94,21 @@ TEST(TestTimeViews, TheFirstViewIsTheImageAndTheOthersComeInOppositePairs) {
     EXPECT_THROW(tta_views(0), Error);
     EXPECT_THROW(tta_views(kMaxViews + 1), Error);
     PredictorOptions bad;
-    bad.views = 0;
+    bad.views = -1;
     EXPECT_THROW(Predictor(small_model(), bad), Error);
+}
+
+// A model file may record the views it was measured with; prediction takes them unless told.
+TEST(TestTimeViews, TheModelsOwnNumberIsTheDefaultAndAGivenNumberWins) {
+    LoadedModel m = small_model();
+    EXPECT_EQ(Predictor(m).views(), 1);
+    m.meta.views = 3;
+    EXPECT_EQ(Predictor(m).views(), 3);
+    PredictorOptions one;
+    one.views = 1;
+    EXPECT_EQ(Predictor(m, one).views(), 1);
+    m.meta.views = kMaxViews + 1;
+    EXPECT_THROW(Predictor(m, PredictorOptions{}), Error);  // not `Predictor(m);`, a declaration
 }
 
 TEST(TestTimeViews, TheAnswerIsTheMeanOverTheChangedImages) {
@@ -152,6 +165,29 @@ TEST(TestTimeViewsCli, TtaIsRecordedAndOutOfRangeIsAUsageError) {
     j = nlohmann::json::parse(out);
     EXPECT_EQ(j["views"], 3);
     EXPECT_EQ(j["n"], 2);
+    // An ensemble written with --tta 5 runs five views by default; --tta still overrides it.
+    ASSERT_EQ(test::run_command(kCli + " ensemble '" + (dir / "m.bin").string() + "' '" +
+                                    (dir / "m.bin").string() + "' --tta 5 --out '" +
+                                    (dir / "e.bin").string() + "'",
+                                &out),
+              0)
+        << out;
+    EXPECT_NE(out.find("5 test-time views"), std::string::npos) << out;
+    EXPECT_EQ(load_model(dir / "e.bin").meta.views, 5);
+    const std::string ensemble = " --model '" + (dir / "e.bin").string() + "'";
+    ASSERT_EQ(run_stdout("predict --format json" + ensemble + image, &out), 0) << out;
+    EXPECT_EQ(nlohmann::json::parse(out)[0]["views"], 5);
+    ASSERT_EQ(run_stdout("predict --format json --tta 1" + ensemble + image, &out), 0) << out;
+    EXPECT_EQ(nlohmann::json::parse(out)[0]["views"], 1);
+    ASSERT_EQ(run_stdout("predict --format json" + model + image, &out), 0) << out;
+    EXPECT_EQ(nlohmann::json::parse(out)[0]["views"], 1);
+    EXPECT_EQ(test::run_command(kCli + " ensemble '" + (dir / "m.bin").string() +
+                                    "' --tta 0 --out '" + (dir / "f.bin").string() + "'",
+                                &out),
+              2)
+        << out;
+    EXPECT_FALSE(std::filesystem::exists(dir / "f.bin"));
+
     for (const std::string sub : {"predict", "evaluate"}) {
         SCOPED_TRACE(sub);
         int rc = test::run_command(kCli + " " + sub + " --tta 8" + model + image, &out);

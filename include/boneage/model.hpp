@@ -120,7 +120,15 @@ struct ModelMetadata {
     // The commit of the build that wrote the file (build_info.hpp): save_model records this
     // build's; load_model reads the file's, "unknown" for a file written before it was recorded.
     std::string build_commit;
+    // The test-time views (tta_views, predict.hpp) that prediction averages with this model
+    // unless told otherwise: a number chosen with the weights, by cross-validation, and part of
+    // what its measured accuracy means. 1 (the image alone) unless set; written to the file
+    // only when it is not 1, so a file without it reads as 1.
+    int views = 1;
 };
+
+// The most test-time views there are (tta_views) and that a model file may record.
+constexpr int kMaxViews = 7;
 
 struct LoadedModel {
     BoneAgeNet net;

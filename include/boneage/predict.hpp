@@ -123,8 +123,9 @@ struct PredictorOptions {
     // and is several times faster there.
     Precision precision = Precision::Auto;
     // Test-time augmentation: the mean over this many fixed views of each image (tta_views),
-    // at as many forward passes. 1 runs the image alone.
-    int views = 1;
+    // at as many forward passes. 1 runs the image alone; 0 takes the model's own number
+    // (ModelMetadata::views: 1 unless its file records another).
+    int views = 0;
     // Refuses inputs that are not whole hand radiographs (status "rejected", no bone age)
     // before they are preprocessed. Null: every input is read, whatever it shows.
     std::shared_ptr<const HandGate> gate;
@@ -139,9 +140,6 @@ struct PredictorOptions {
     // the detector the model was trained with.
     std::optional<CropDetector> crop;
 };
-
-// The most test-time views there are.
-constexpr int kMaxViews = 7;
 
 // The first `count` test-time views: the image itself, then pairs of opposite small changes
 // (rotation, zoom, shift) well inside the ranges the bundled recipe trains with, so that a

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -151,6 +152,28 @@ std::string recorded_validation(const std::vector<Evaluation>& evals) {
     return md.str();
 }
 
+// "3 test-time views per image (...)"; each model's own number when they differ, since a model
+// runs with the number its file records unless --tta is given.
+std::string views_sentence(const std::vector<Evaluation>& evals,
+                           const std::vector<std::string>& labels) {
+    const bool same = std::all_of(evals.begin(), evals.end(), [&](const Evaluation& e) {
+        return e.views == evals.front().views;
+    });
+    const bool several = std::any_of(evals.begin(), evals.end(),
+                                     [](const Evaluation& e) { return e.views > 1; });
+    std::string text;
+    if (same) {
+        const int v = evals.front().views;
+        text = fmt::format("{} test-time view{} per image", v, v == 1 ? "" : "s");
+    } else {
+        text = "test-time views per image";
+        for (std::size_t i = 0; i < evals.size(); ++i)
+            text += fmt::format("{} {} {}", i == 0 ? ":" : ",", labels[i], evals[i].views);
+    }
+    if (several) text += " (the mean over the image and fixed small rotations, zooms and shifts)";
+    return text;
+}
+
 std::string failures(const std::vector<Evaluation>& evals) {
     if (evals.empty() || (evals.front().failed.empty() && evals.front().warnings.empty())) return {};
     std::ostringstream md;
@@ -197,10 +220,8 @@ ReportFiles write_report(const std::filesystem::path& dir, const std::vector<Eva
     md << "MAE and RMSE in months; loss is the mean squared logarithmic error (Keras' "
           "definition); ms/step is the median training step recorded in the model file; model "
           "size is the file size. ";
-    md << fmt::format("The networks ran in {} with {} test-time view{} per image.\n\n",
-                      evals.front().precision, evals.front().views,
-                      evals.front().views == 1 ? "" : "s (the mean of fixed small rotations, "
-                                                       "zooms and shifts)");
+    md << fmt::format("The networks ran in {}, {}.\n\n", evals.front().precision,
+                      views_sentence(evals, labels));
     md << "## Table 1: models side by side\n\n" << table_one(evals);
     md << "\nThe paper's Table 1 (RSNA test set, the authors' hardware), for scale:\n\n"
           "| model | ms/step | MAE | RMSE | loss (MSLE) | model size |\n"

@@ -52,6 +52,7 @@ Predictor::Predictor(LoadedModel model, PredictorOptions options)
     if (options_.crop) model_.meta.preprocess.detector = *options_.crop;
     finder_ = hand_finder_for(settings());
     options_.batch = std::max(1, options_.batch);
+    if (options_.views == 0) options_.views = model_.meta.views;
     tta_views(options_.views);  // a bad count fails here, before any work
     model_.net->eval();
     fast_ = std::make_unique<FastModel>(model_.net, options_.precision);

@@ -65,6 +65,8 @@ nlohmann::json metadata_json(const BoneAgeNet& net, const ModelMetadata& meta,
     j["training"] = meta.training;
     j["validation"] = meta.validation;
     j["weights_dtype"] = meta.weights_dtype;
+    // Only when set, so that a model without it is written exactly as before the key existed.
+    if (meta.views != 1) j["views"] = meta.views;
     // What the numbers mean, beside how they are laid out: the preprocessing the weights expect,
     // which weights these are, and the build that wrote them.
     j["preprocess_version"] = meta.preprocess_version;
@@ -376,6 +378,7 @@ ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
     for (const char* text : {"model_version", "build_commit"})
         if (std::optional<Field> f = optional_key(root, text); f && !f->value.is_string())
             f->refuse("a string");
+    if (std::optional<Field> f = optional_key(root, "views")) whole_number(*f, 1, kMaxViews);
 
     ModelMetadata meta;
     try {
@@ -388,6 +391,7 @@ ModelMetadata parse_metadata(const fs::path& file, const std::string& text) {
         meta.preprocess_version = j.value("preprocess_version", 1);
         meta.model_version = j.value("model_version", std::string());  // empty: worked out
         meta.build_commit = j.value("build_commit", std::string("unknown"));
+        meta.views = j.value("views", 1);
     } catch (const nlohmann::json::exception& e) {
         bad(file, fmt::format("metadata does not parse: {}", first_line(e.what())));
     } catch (const Error& e) {  // a settings reader that rejects a value

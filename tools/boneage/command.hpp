@@ -62,7 +62,7 @@ struct InferenceArgs {
     int batch = 16;                  // images per forward pass
     int threads = 0;                 // preprocessing threads (0: one per core)
     std::string precision = "auto";  // auto | fp32 | bf16
-    int views = 1;                   // test-time views averaged per image
+    int views = 0;                   // test-time views averaged per image; 0: the model's own
     bool accept_all = false;         // no hand gate: every input gets a bone age
     std::string gate;                // hand gate file; empty: the bundled one
     std::string crop;                // classical | mediapipe | auto; empty: the model's own
@@ -133,9 +133,9 @@ inline void add_inference_options(CLI::App& sub, InferenceArgs& args) {
     sub.add_option("--tta", args.views,
                    "test-time views averaged per image, 1 to " + std::to_string(kMaxViews) +
                        ": the image, then pairs of small opposite rotations, zooms and shifts "
-                       "(each view is one more forward pass)")
-        ->check(CLI::Range(1, kMaxViews))
-        ->capture_default_str();
+                       "(each view is one more forward pass; default: the model's own number, "
+                       "1 unless its file records another)")
+        ->check(CLI::Range(1, kMaxViews));
     sub.add_flag("--accept-all", args.accept_all,
                  "read every input, even one the hand gate finds is not a whole hand radiograph "
                  "(research runs); by default such inputs are rejected with a reason and no bone age");

@@ -19,15 +19,19 @@ struct EnsembleArgs {
     std::vector<std::string> members;    // model files to average
     std::string out;                     // the ensemble's model file
     std::string weights_dtype = "int8";  // how the file stores the weights
+    int views = 1;                       // test-time views prediction averages by default
 };
 
 int run_ensemble(const EnsembleArgs& a) {
     std::vector<LoadedModel> members;
     for (const std::string& file : a.members) members.push_back(load_model(file));
-    const LoadedModel ensemble = combine_models(members, a.weights_dtype);
+    LoadedModel ensemble = combine_models(members, a.weights_dtype);
+    ensemble.meta.views = a.views;
     save_model(a.out, ensemble.net, ensemble.meta);
-    std::cerr << fmt::format("wrote {}: the mean of {} models, {} weights, {:.1f} MB\n", a.out,
-                             members.size(), a.weights_dtype,
+    std::cerr << fmt::format("wrote {}: the mean of {} models, {} weights, {} test-time view{}, "
+                             "{:.1f} MB\n",
+                             a.out, members.size(), a.weights_dtype, a.views,
+                             a.views == 1 ? "" : "s",
                              static_cast<double>(std::filesystem::file_size(a.out)) / 1e6);
     return kOk;
 }
@@ -45,6 +49,12 @@ const Command ensemble_command{
                        "How the file stores the weights: int8 (a quarter of float32, one scale "
                        "per output channel), float16 or float32")
             ->check(CLI::IsMember({"int8", "float16", "float32"}))
+            ->capture_default_str();
+        sub.add_option("--tta", a->views,
+                       "test-time views that predict, evaluate and serve average with this file "
+                       "unless their --tta says otherwise (1 to " +
+                           std::to_string(kMaxViews) + "; choose it by cross-validation)")
+            ->check(CLI::Range(1, kMaxViews))
             ->capture_default_str();
         return [a] { return run_ensemble(*a); };
     }};
