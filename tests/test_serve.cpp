@@ -210,6 +210,7 @@ TEST_F(Serve, ModelAndPredictNameTheModelVersionBuildPrecisionAndCrop) {
     EXPECT_TRUE(m["preprocess_version"].is_number_integer()) << m.dump(2);
     EXPECT_TRUE(m["build_commit"].is_string()) << m.dump(2);
     EXPECT_EQ(m["crop_method"], "threshold") << m.dump(2);
+    EXPECT_EQ(m["views"], 1) << m.dump(2);  // the tiny model records none
     json j = expect_json(post_image(*c, phantom_png(), {{"sex", "female", "", ""}}), 200);
     ASSERT_TRUE(j.contains("provenance")) << j.dump(2);
     const json& p = j["provenance"];

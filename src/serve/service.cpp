@@ -80,6 +80,7 @@ nlohmann::json describe_model(const Predictor& predictor, const HandGate* gate,
             {"input_size", config.input_size},
             {"uses_sex", config.use_sex},
             {"precision", to_string(predictor.precision())},
+            {"views", predictor.views()},
             {"gate", gate_info},
             {"build", options.build},
             {"api", "v1"}};
