@@ -1,10 +1,13 @@
 #include "support.hpp"
 
-#include <cstdio>
-#include <cstdlib>
-#include <random>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
 
 namespace boneage::test {
 
@@ -28,6 +31,13 @@ std::optional<std::filesystem::path> rsna_dev_dir() {
         dir = std::filesystem::path(BONEAGE_SOURCE_DIR) / ".." / "shared" / "data" / "rsna-dev";
     if (std::filesystem::exists(dir / "labels.csv")) return std::filesystem::canonical(dir);
     return std::nullopt;
+}
+
+std::string shell_quote(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
+
+std::string read_text(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 int run_command(const std::string& command, std::string* output) {

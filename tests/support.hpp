@@ -23,6 +23,12 @@ private:
 // Tests that need it GTEST_SKIP() with a message when this is empty.
 std::optional<std::filesystem::path> rsna_dev_dir();
 
+// The path in single quotes, for a shell command line (no path the tests make holds a quote).
+std::string shell_quote(const std::filesystem::path& path);
+
+// A whole file as text; empty when it cannot be read.
+std::string read_text(const std::filesystem::path& file);
+
 // Runs a shell command line, returns its exit status and puts stdout+stderr in `output`.
 int run_command(const std::string& command, std::string* output = nullptr);
 

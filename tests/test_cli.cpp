@@ -18,8 +18,10 @@
 #include "support.hpp"
 
 namespace fs = std::filesystem;
+using boneage::test::read_text;
 using boneage::test::run_command;
 using boneage::test::ScratchDir;
+using boneage::test::shell_quote;
 
 namespace {
 
@@ -59,12 +61,10 @@ std::size_t count_of(const std::string& text, const std::string& word) {
     return n;
 }
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
 // Runs the CLI with stderr kept apart, so stdout can be parsed.
 int run_stdout(const std::string& args, std::string* out, const fs::path& scratch) {
     fs::path err = scratch / "stderr.txt";
-    int rc = run_command("{ " + kCli + " " + args + " 2>" + q(err) + "; }", out);
+    int rc = run_command("{ " + kCli + " " + args + " 2>" + shell_quote(err) + "; }", out);
     return rc;
 }
 
@@ -125,12 +125,18 @@ TEST(Cli, UsageErrorsExitTwo) {
     std::string out;
     EXPECT_EQ(run_command(kCli, &out), 2) << out;
     EXPECT_EQ(run_command(kCli + " no-such-command", &out), 2) << out;
-    EXPECT_EQ(run_command(kCli + " predict --model " + q(model), &out), 2) << out;  // no input
-    EXPECT_EQ(run_command(kCli + " predict --format xml --model " + q(model) + " x.png", &out), 2);
-    EXPECT_EQ(run_command(kCli + " predict --sex other --model " + q(model) + " x.png", &out), 2);
-    EXPECT_EQ(run_command(kCli + " evaluate --model " + q(model), &out), 2) << out;
-    EXPECT_EQ(run_command(kCli + " evaluate --model " + q(model) + " --images " + q(dir.path()) +
-                              " --labels " + q(model) + " --split val:7",
+    EXPECT_EQ(run_command(kCli + " predict --model " + shell_quote(model), &out), 2)
+        << out;  // no input
+    EXPECT_EQ(
+        run_command(kCli + " predict --format xml --model " + shell_quote(model) + " x.png", &out),
+        2);
+    EXPECT_EQ(
+        run_command(kCli + " predict --sex other --model " + shell_quote(model) + " x.png", &out),
+        2);
+    EXPECT_EQ(run_command(kCli + " evaluate --model " + shell_quote(model), &out), 2) << out;
+    EXPECT_EQ(run_command(kCli + " evaluate --model " + shell_quote(model) + " --images " +
+                              shell_quote(dir.path()) + " --labels " + shell_quote(model) +
+                              " --split val:7",
                           &out),
               2)
         << out;
@@ -144,8 +150,9 @@ TEST(Cli, UsageErrorsExitTwo) {
 TEST(Cli, PredictCsvKeepsGoingPastABadInputAndExitsOne) {
     Inputs in;
     std::string out;
-    int rc = run_stdout("predict --format csv --model " + q(in.model) + " " + q(in.good1) + " " +
-                            q(in.bad) + " " + q(in.good2),
+    int rc = run_stdout("predict --format csv --model " + shell_quote(in.model) + " " +
+                            shell_quote(in.good1) + " " + shell_quote(in.bad) + " " +
+                            shell_quote(in.good2),
                         &out, in.dir.path());
     EXPECT_EQ(rc, 1) << out;
     std::istringstream lines(out);
@@ -167,7 +174,8 @@ TEST(Cli, PredictJsonIsOneArrayAndAllGoodExitsZero) {
     Inputs in;
     std::string out;
     int rc = run_stdout("predict --format json --sex female --chronological-age 96 --model " +
-                            q(in.model) + " " + q(in.good1) + " " + q(in.good2),
+                            shell_quote(in.model) + " " + shell_quote(in.good1) + " " +
+                            shell_quote(in.good2),
                         &out, in.dir.path());
     EXPECT_EQ(rc, 0) << out;
     nlohmann::json j = nlohmann::json::parse(out);
@@ -179,7 +187,8 @@ TEST(Cli, PredictJsonIsOneArrayAndAllGoodExitsZero) {
         EXPECT_EQ(r["chronological_age_months"], 96.0);
         EXPECT_EQ(r["box"].size(), 4u);
     }
-    EXPECT_EQ(run_stdout("predict --model " + q(in.model) + " " + q(in.good1), &out, in.dir.path()),
+    EXPECT_EQ(run_stdout("predict --model " + shell_quote(in.model) + " " + shell_quote(in.good1),
+                         &out, in.dir.path()),
               0);
     EXPECT_NE(out.find("bone age"), std::string::npos) << out;
 }
@@ -190,7 +199,7 @@ TEST(Cli, PredictTakesSexAsMOrFAsLabelsFilesWriteIt) {
     for (const char* sex : {"M", "f", "male", "Female"}) {
         SCOPED_TRACE(sex);
         ASSERT_EQ(run_stdout("predict --format json --sex " + std::string(sex) + " --model " +
-                                 q(in.model) + " " + q(in.good1),
+                                 shell_quote(in.model) + " " + shell_quote(in.good1),
                              &out, in.dir.path()),
                   0)
             << out;
@@ -198,7 +207,9 @@ TEST(Cli, PredictTakesSexAsMOrFAsLabelsFilesWriteIt) {
         ASSERT_EQ(j.size(), 1u);
         EXPECT_EQ(j[0]["male"], sex[0] == 'M' || sex[0] == 'm') << j.dump();
     }
-    EXPECT_EQ(run_command(kCli + " predict --sex 1 --model " + q(in.model) + " " + q(in.good1), &out),
+    EXPECT_EQ(run_command(kCli + " predict --sex 1 --model " + shell_quote(in.model) + " " +
+                              shell_quote(in.good1),
+                          &out),
               2)
         << out;
     EXPECT_NE(out.find("M, F, male or female"), std::string::npos) << out;
@@ -208,18 +219,19 @@ TEST(Cli, PredictSaysOncePerRunThatSexIsMissing) {
     Inputs in;
     fs::path model = tiny_model_using_sex(in.dir / "sex.bin");
     std::string out;
-    ASSERT_EQ(run_command(kCli + " predict --chronological-age 96 --model " + q(model) + " " +
-                              q(in.good1) + " " + q(in.good2),
+    ASSERT_EQ(run_command(kCli + " predict --chronological-age 96 --model " + shell_quote(model) +
+                              " " + shell_quote(in.good1) + " " + shell_quote(in.good2),
                           &out),
               0)
         << out;
     EXPECT_EQ(count_of(out, ": bone age "), 2u) << out;
     EXPECT_EQ(count_of(out, "sex not given"), 1u) << out;
     EXPECT_NE(out.find("2 of 2 inputs"), std::string::npos) << out;
-    ASSERT_EQ(run_command(kCli + " predict --sex F --chronological-age 96 --model " + q(model) +
-                              " " + q(in.good1) + " " + q(in.good2),
-                          &out),
-              0)
+    ASSERT_EQ(
+        run_command(kCli + " predict --sex F --chronological-age 96 --model " + shell_quote(model) +
+                        " " + shell_quote(in.good1) + " " + shell_quote(in.good2),
+                    &out),
+        0)
         << out;
     EXPECT_EQ(count_of(out, "sex not given"), 0u) << out;
 }
@@ -235,7 +247,8 @@ TEST(Cli, PredictManifestGivesEachInputItsOwnSexAndAge) {
                             << "../" << in.good2.filename().string() << ",,\n"
                             << in.good1.string() << ",f,150.5\n";
     std::string out;
-    ASSERT_EQ(run_stdout("predict --format json --model " + q(model) + " --manifest " + q(manifest),
+    ASSERT_EQ(run_stdout("predict --format json --model " + shell_quote(model) + " --manifest " +
+                             shell_quote(manifest),
                          &out, in.dir.path()),
               0)
         << out;
@@ -277,7 +290,8 @@ TEST(Cli, PredictManifestRefusesABadRowNamingFileLineAndReason) {
         SCOPED_TRACE(c.text);
         std::ofstream(manifest) << c.text;
         std::string out;
-        EXPECT_EQ(run_command(kCli + " predict --model " + q(model) + " --manifest " + q(manifest),
+        EXPECT_EQ(run_command(kCli + " predict --model " + shell_quote(model) + " --manifest " +
+                                  shell_quote(manifest),
                               &out),
                   2)
             << out;
@@ -291,7 +305,8 @@ TEST(Cli, PredictManifestExcludesInputsAndPerRunPatientOptions) {
     fs::path model = tiny_model(dir / "m.bin");
     fs::path manifest = dir / "manifest.csv";
     std::ofstream(manifest) << "path,sex,chronological_age\na.png,M,96\n";
-    const std::string base = kCli + " predict --model " + q(model) + " --manifest " + q(manifest);
+    const std::string base =
+        kCli + " predict --model " + shell_quote(model) + " --manifest " + shell_quote(manifest);
     for (const char* extra : {" x.png", " --sex M", " --chronological-age 96",
                               " --birth-date 2015-01-01 --study-date 2024-01-01"}) {
         SCOPED_TRACE(extra);
@@ -307,8 +322,9 @@ TEST(Cli, PredictManifestExcludesInputsAndPerRunPatientOptions) {
 TEST(Cli, EvaluateJsonHasTheContractFields) {
     Inputs in;
     std::string out;
-    int rc = run_stdout("evaluate --format json --model " + q(in.model) + " --images " +
-                            q(in.dir.path()) + " --labels " + q(in.dir / "labels.csv"),
+    int rc = run_stdout("evaluate --format json --model " + shell_quote(in.model) + " --images " +
+                            shell_quote(in.dir.path()) + " --labels " +
+                            shell_quote(in.dir / "labels.csv"),
                         &out, in.dir.path());
     EXPECT_EQ(rc, 0) << out;
     nlohmann::json j = nlohmann::json::parse(out);
@@ -324,9 +340,10 @@ TEST(Cli, EvaluateReportComparesSeveralModels) {
     fs::path second = tiny_model(in.dir / "other.bin", 2);
     fs::path report = in.dir / "report";
     std::string out;
-    int rc = run_stdout("evaluate --format json --model " + q(in.model) + " --model " + q(second) +
-                            " --images " + q(in.dir.path()) + " --labels " +
-                            q(in.dir / "labels.csv") + " --report " + q(report),
+    int rc = run_stdout("evaluate --format json --model " + shell_quote(in.model) + " --model " +
+                            shell_quote(second) + " --images " + shell_quote(in.dir.path()) +
+                            " --labels " + shell_quote(in.dir / "labels.csv") + " --report " +
+                            shell_quote(report),
                         &out, in.dir.path());
     std::ifstream err_in(in.dir / "stderr.txt");
     std::string err((std::istreambuf_iterator<char>(err_in)), {});
@@ -367,23 +384,27 @@ TEST(Cli, SynthPreprocessPredictEndToEnd) {
     ScratchDir dir("cli-e2e");
     fs::path model = tiny_model(dir / "m.bin");  // preprocessing to 64 px
     std::string out;
-    ASSERT_EQ(run_command(kCli + " synth --out " + q(dir / "set") + " --count 3 --seed 5", &out), 0)
+    ASSERT_EQ(run_command(kCli + " synth --out " + shell_quote(dir / "set") + " --count 3 --seed 5",
+                          &out),
+              0)
         << out;
     std::vector<std::string> inputs;
     for (const auto& e : fs::directory_iterator(dir / "set"))
-        if (e.path().extension() == ".png") inputs.push_back(q(e.path()));
+        if (e.path().extension() == ".png") inputs.push_back(shell_quote(e.path()));
     ASSERT_EQ(inputs.size(), 3u);
     std::string joined;
     for (const auto& s : inputs) joined += " " + s;
-    ASSERT_EQ(run_command(kCli + " preprocess --size 64" + joined + " --out " + q(dir / "pre"), &out),
-              0)
+    ASSERT_EQ(
+        run_command(kCli + " preprocess --size 64" + joined + " --out " + shell_quote(dir / "pre"),
+                    &out),
+        0)
         << out;
     std::string preprocessed;
     for (const auto& e : fs::directory_iterator(dir / "pre"))
-        if (e.path().extension() == ".png") preprocessed += " " + q(e.path());
+        if (e.path().extension() == ".png") preprocessed += " " + shell_quote(e.path());
     // The hand gate refuses 64 px images; the tiny model is what is under test here.
-    EXPECT_EQ(run_stdout("predict --format json --accept-all --precision fp32 --model " + q(model) +
-                             joined + preprocessed,
+    EXPECT_EQ(run_stdout("predict --format json --accept-all --precision fp32 --model " +
+                             shell_quote(model) + joined + preprocessed,
                          &out, dir.path()),
               0)
         << out;
@@ -462,17 +483,23 @@ TEST(Cli, AnUnreadableModelIsFatalExitsThreeAndSaysWhyInOneLine) {
                        "crop_margin": 0.04, "crop_hand": true, "detect_size": 512}})");
     const fs::path huge = write_model_file(in.dir / "huge.bin", meta, std::string(100, 'x'));
     std::string err;
-    EXPECT_EQ(run_stderr("predict --accept-all --model " + q(huge) + " " + q(in.good1), &err), 3);
+    EXPECT_EQ(run_stderr(
+                  "predict --accept-all --model " + shell_quote(huge) + " " + shell_quote(in.good1),
+                  &err),
+              3);
     expect_one_line_naming(err, huge, "config.input_size");
 
     meta["config"]["input_size"] = 64;
     const fs::path junk = write_model_file(in.dir / "junk.bin", meta, std::string(100, 'x'));
-    EXPECT_EQ(run_stderr("predict --accept-all --model " + q(junk) + " " + q(in.good1), &err), 3);
+    EXPECT_EQ(run_stderr(
+                  "predict --accept-all --model " + shell_quote(junk) + " " + shell_quote(in.good1),
+                  &err),
+              3);
     expect_one_line_naming(err, junk, "the weights do not load");
 
     const fs::path text = in.dir / "labels.csv";  // not a model at all
-    EXPECT_EQ(run_stderr("evaluate --model " + q(text) + " --images " + q(in.dir.path()) +
-                             " --labels " + q(text),
+    EXPECT_EQ(run_stderr("evaluate --model " + shell_quote(text) + " --images " +
+                             shell_quote(in.dir.path()) + " --labels " + shell_quote(text),
                          &err),
               3);
     expect_one_line_naming(err, text, "not a boneage model file");
@@ -482,7 +509,8 @@ TEST(Cli, AnUnwritableOutputIsFatalAndExitsThree) {
     Inputs in;
     const fs::path out = in.bad / "ensemble.bin";  // below a file: cannot be created
     std::string err;
-    EXPECT_EQ(run_stderr("ensemble " + q(in.model) + " --out " + q(out), &err), 3);
+    EXPECT_EQ(run_stderr("ensemble " + shell_quote(in.model) + " --out " + shell_quote(out), &err),
+              3);
     expect_one_line_naming(err, out, "cannot");
 }
 
@@ -492,8 +520,8 @@ TEST(Cli, TheBundledModelAndHandGateStillLoad) {
         GTEST_SKIP() << "no models/default.bin or models/hand_gate.bin";
     Inputs in;
     std::string out;
-    EXPECT_EQ(run_command("env -u BONEAGE_MODEL -u BONEAGE_GATE " + kCli + " predict --format json " +
-                              q(in.good1) + " 2>&1",
+    EXPECT_EQ(run_command("env -u BONEAGE_MODEL -u BONEAGE_GATE " + kCli +
+                              " predict --format json " + shell_quote(in.good1) + " 2>&1",
                           &out),
               0)
         << out;
@@ -507,7 +535,7 @@ namespace {
 // The SHA-256 of a file as sha256sum prints it, 64 hex digits.
 std::string sha256_of(const fs::path& file) {
     std::string out;
-    EXPECT_EQ(run_command("sha256sum " + q(file), &out), 0) << out;
+    EXPECT_EQ(run_command("sha256sum " + shell_quote(file), &out), 0) << out;
     return out.substr(0, 64);
 }
 
@@ -554,18 +582,13 @@ void edit_model_metadata(const fs::path& file,
     std::ofstream(file, std::ios::binary | std::ios::trunc) << out;
 }
 
-std::string read_file(const fs::path& file) {
-    std::ifstream in(file);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 TEST(Cli, PredictJsonAndCsvNameTheModelBuildPrecisionAndCropOfEveryInput) {
     Inputs in;
     std::string out;
-    EXPECT_EQ(run_stdout("predict --format json --model " + q(in.model) + " " + q(in.good1) + " " +
-                             q(in.bad),
+    EXPECT_EQ(run_stdout("predict --format json --model " + shell_quote(in.model) + " " +
+                             shell_quote(in.good1) + " " + shell_quote(in.bad),
                          &out, in.dir.path()),
               1)
         << out;
@@ -574,8 +597,9 @@ TEST(Cli, PredictJsonAndCsvNameTheModelBuildPrecisionAndCropOfEveryInput) {
     EXPECT_EQ(j[1]["status"], "error");
     for (const auto& r : j) expect_provenance(r, in.model);
 
-    EXPECT_EQ(run_stdout("predict --format csv --model " + q(in.model) + " " + q(in.good1), &out,
-                         in.dir.path()),
+    EXPECT_EQ(run_stdout("predict --format csv --model " + shell_quote(in.model) + " " +
+                             shell_quote(in.good1),
+                         &out, in.dir.path()),
               0)
         << out;
     std::istringstream lines(out);
@@ -603,7 +627,8 @@ TEST(Cli, PredictJsonAndCsvNameTheModelBuildPrecisionAndCropOfEveryInput) {
 TEST(Cli, PredictTextSaysOncePerRunWhereTheAnswersCameFromAndThatItIsForResearch) {
     Inputs in;
     std::string out;
-    ASSERT_EQ(run_stdout("predict --model " + q(in.model) + " " + q(in.good1) + " " + q(in.good2),
+    ASSERT_EQ(run_stdout("predict --model " + shell_quote(in.model) + " " + shell_quote(in.good1) +
+                             " " + shell_quote(in.good2),
                          &out, in.dir.path()),
               0)
         << out;
@@ -617,7 +642,7 @@ TEST(Cli, PredictSaysWhenAGivenSexIsNotUsedByTheModel) {
     Inputs in;  // its model does not take sex
     std::string out;
     ASSERT_EQ(run_stdout("predict --format json --sex F --chronological-age 96 --model " +
-                             q(in.model) + " " + q(in.good1),
+                             shell_quote(in.model) + " " + shell_quote(in.good1),
                          &out, in.dir.path()),
               0)
         << out;
@@ -631,19 +656,21 @@ TEST(Cli, PredictSaysWhenAGivenSexIsNotUsedByTheModel) {
     // Still the girl's reference SD: the sex reached the Z-score.
     EXPECT_TRUE(r["z_score"].is_number()) << r.dump();
 
-    ASSERT_EQ(run_stdout("predict --format json --model " + q(in.model) + " " + q(in.good1), &out,
-                         in.dir.path()),
+    ASSERT_EQ(run_stdout("predict --format json --model " + shell_quote(in.model) + " " +
+                             shell_quote(in.good1),
+                         &out, in.dir.path()),
               0);
     EXPECT_EQ(nlohmann::json::parse(out).at(0)["sex_ignored"], false);
     const fs::path with_sex = tiny_model_using_sex(in.dir / "sex.bin");
-    ASSERT_EQ(run_stdout("predict --format json --sex F --model " + q(with_sex) + " " + q(in.good1),
+    ASSERT_EQ(run_stdout("predict --format json --sex F --model " + shell_quote(with_sex) + " " +
+                             shell_quote(in.good1),
                          &out, in.dir.path()),
               0);
     EXPECT_EQ(nlohmann::json::parse(out).at(0)["sex_ignored"], false);
 
     // The terminal hears it once per run, not under every input.
-    ASSERT_EQ(run_command(kCli + " predict --sex F --model " + q(in.model) + " " + q(in.good1) +
-                              " " + q(in.good2),
+    ASSERT_EQ(run_command(kCli + " predict --sex F --model " + shell_quote(in.model) + " " +
+                              shell_quote(in.good1) + " " + shell_quote(in.good2),
                           &out),
               0)
         << out;
@@ -657,24 +684,27 @@ TEST(Cli, PredictWarnsOnceWhenTheModelsPreprocessingIsOfAnotherVersion) {
     edit_model_metadata(other, [](nlohmann::json& m) { m["preprocess_version"] = 99; });
     for (const char* command : {"predict", "evaluate"}) {
         SCOPED_TRACE(command);
-        const std::string args =
-            std::string(command) == "predict"
-                ? "predict --model " + q(other) + " " + q(in.good1) + " " + q(in.good2)
-                : "evaluate --model " + q(other) + " --images " + q(in.dir.path()) +
-                      " --labels " + q(in.dir / "labels.csv");
+        const std::string args = std::string(command) == "predict"
+                                     ? "predict --model " + shell_quote(other) + " " +
+                                           shell_quote(in.good1) + " " + shell_quote(in.good2)
+                                     : "evaluate --model " + shell_quote(other) + " --images " +
+                                           shell_quote(in.dir.path()) + " --labels " +
+                                           shell_quote(in.dir / "labels.csv");
         std::string out;
         ASSERT_EQ(run_stdout(args, &out, in.dir.path()), 0) << out;
-        const std::string err = read_file(in.dir / "stderr.txt");
+        const std::string err = read_text(in.dir / "stderr.txt");
         EXPECT_EQ(count_of(err, "preprocessing version 99"), 1u) << err;
         EXPECT_NE(err.find(other.string()), std::string::npos) << err;
         // The same model of this build's version loads without a word about it.
-        ASSERT_EQ(run_stdout(std::string(command) == "predict"
-                                 ? "predict --model " + q(in.model) + " " + q(in.good1)
-                                 : "evaluate --model " + q(in.model) + " --images " +
-                                       q(in.dir.path()) + " --labels " + q(in.dir / "labels.csv"),
-                             &out, in.dir.path()),
+        ASSERT_EQ(run_stdout(
+                      std::string(command) == "predict"
+                          ? "predict --model " + shell_quote(in.model) + " " + shell_quote(in.good1)
+                          : "evaluate --model " + shell_quote(in.model) + " --images " +
+                                shell_quote(in.dir.path()) + " --labels " +
+                                shell_quote(in.dir / "labels.csv"),
+                      &out, in.dir.path()),
                   0);
-        EXPECT_EQ(read_file(in.dir / "stderr.txt").find("preprocessing version"),
+        EXPECT_EQ(read_text(in.dir / "stderr.txt").find("preprocessing version"),
                   std::string::npos);
     }
 }
@@ -694,8 +724,8 @@ TEST(Cli, BundledModelIsLookedUpBesideTheExecutableAndUnderItsPrefixFirst) {
         fs::create_directories(folder);
         std::ofstream(folder / "default.bin") << "not a model";
         std::string out;
-        EXPECT_NE(run_command("env -u BONEAGE_MODEL " + q(exe) + " predict --accept-all " +
-                                  q(in.good1),
+        EXPECT_NE(run_command("env -u BONEAGE_MODEL " + shell_quote(exe) +
+                                  " predict --accept-all " + shell_quote(in.good1),
                               &out),
                   0)
             << out;

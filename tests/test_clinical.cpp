@@ -24,6 +24,8 @@
 #include <sstream>
 
 namespace fs = std::filesystem;
+using boneage::test::read_text;
+using boneage::test::shell_quote;
 using namespace boneage;
 using boneage::test::run_command;
 using boneage::test::ScratchDir;
@@ -94,8 +96,6 @@ std::string joined(const std::vector<std::string>& v) {
 // ---- fixtures ---------------------------------------------------------------------------
 
 const std::string kCli = BONEAGE_CLI;
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
 
 DicomIdentity girl_identity() {
     DicomIdentity id;
@@ -142,14 +142,8 @@ Prediction ok_prediction() {
 }
 
 int run_cli(const std::string& args, std::string* out, const fs::path& scratch) {
-    return run_command("{ " + kCli + " " + args + " 2>" + q(scratch / "stderr.txt") + "; }", out);
-}
-
-std::string read_text(const fs::path& f) {
-    std::ifstream in(f);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
+    return run_command(
+        "{ " + kCli + " " + args + " 2>" + shell_quote(scratch / "stderr.txt") + "; }", out);
 }
 
 }  // namespace
@@ -372,7 +366,7 @@ TEST(DicomSr, RoundTripsTheBoneAgeAndTheStudy) {
     if (run_command("command -v dsrdump") != 0)
         GTEST_SKIP() << "dsrdump (Debian package dcmtk) is not installed; content not checked";
     std::string dump;
-    ASSERT_EQ(run_command("dsrdump +Pu " + q(sr), &dump), 0) << dump;
+    ASSERT_EQ(run_command("dsrdump +Pu " + shell_quote(sr), &dump), 0) << dump;
     EXPECT_NE(dump.find("\"123.45\" (mo"), std::string::npos) << dump;
     EXPECT_NE(dump.find("\"108.00\" (mo"), std::string::npos) << dump;
     EXPECT_NE(dump.find("tiny.bin"), std::string::npos) << dump;
@@ -403,7 +397,7 @@ TEST(ClinicalCli, BirthAndStudyDatesGiveTheChronologicalAgeAndZScore) {
     std::string out;
     ASSERT_EQ(run_cli("predict --format json --sex male --birth-date 2015-03-01 --study-date "
                       "2024-03-01 --model " +
-                          q(in.model) + " " + q(in.hand.png),
+                          shell_quote(in.model) + " " + shell_quote(in.hand.png),
                       &out, in.dir.path()),
               0)
         << out << read_text(in.dir / "stderr.txt");
@@ -421,7 +415,7 @@ TEST(ClinicalCli, BirthAndStudyDatesGiveTheChronologicalAgeAndZScore) {
 
 TEST(ClinicalCli, BadDatesAreUsageErrors) {
     CliInputs in;
-    const std::string tail = " --model " + q(in.model) + " " + q(in.hand.png);
+    const std::string tail = " --model " + shell_quote(in.model) + " " + shell_quote(in.hand.png);
     std::string out;
     for (const char* args : {"--birth-date 2015-3-1 --study-date 2024-03-01",
                              "--birth-date 2015-03-01 --study-date 2023-02-29",
@@ -435,8 +429,9 @@ TEST(ClinicalCli, BadDatesAreUsageErrors) {
 TEST(ClinicalCli, DicomSuppliesSexAndDatesAndTheCommandLineOverridesThem) {
     CliInputs in;
     std::string out;
-    ASSERT_EQ(run_cli("predict --format json --model " + q(in.model) + " " + q(in.hand.dcm), &out,
-                      in.dir.path()),
+    ASSERT_EQ(run_cli("predict --format json --model " + shell_quote(in.model) + " " +
+                          shell_quote(in.hand.dcm),
+                      &out, in.dir.path()),
               0)
         << out;
     json fromDicom = json::parse(out).at(0);
@@ -447,7 +442,7 @@ TEST(ClinicalCli, DicomSuppliesSexAndDatesAndTheCommandLineOverridesThem) {
                      reference_sd_months(age, false));
 
     ASSERT_EQ(run_cli("predict --format json --sex male --study-date 2025-03-01 --model " +
-                          q(in.model) + " " + q(in.hand.dcm),
+                          shell_quote(in.model) + " " + shell_quote(in.hand.dcm),
                       &out, in.dir.path()),
               0)
         << out;
@@ -462,14 +457,14 @@ TEST(ClinicalCli, DicomSuppliesSexAndDatesAndTheCommandLineOverridesThem) {
 TEST(ClinicalCli, TextAndCsvCarryTheComparison) {
     CliInputs in;
     std::string out;
-    ASSERT_EQ(run_cli("predict --sex male --chronological-age 108 --model " + q(in.model) + " " +
-                          q(in.hand.png),
+    ASSERT_EQ(run_cli("predict --sex male --chronological-age 108 --model " +
+                          shell_quote(in.model) + " " + shell_quote(in.hand.png),
                       &out, in.dir.path()),
               0);
     EXPECT_NE(out.find(", male, chronological age 108.0 months: "), std::string::npos) << out;
     EXPECT_NE(out.find("(SD 9.00)"), std::string::npos) << out;
-    ASSERT_EQ(run_cli("predict --format csv --chronological-age 108 --model " + q(in.model) + " " +
-                          q(in.hand.png),
+    ASSERT_EQ(run_cli("predict --format csv --chronological-age 108 --model " +
+                          shell_quote(in.model) + " " + shell_quote(in.hand.png),
                       &out, in.dir.path()),
               0);
     std::istringstream lines(out);
@@ -490,8 +485,8 @@ TEST(ClinicalCli, FhirFormatGivesObservationsThatPassTheCheck) {
     fs::path broken = in.dir / "broken.png";
     std::ofstream(broken) << "not an image";
     std::string out;
-    EXPECT_EQ(run_cli("predict --format fhir --model " + q(in.model) + " " + q(in.hand.dcm) + " " +
-                          q(broken),
+    EXPECT_EQ(run_cli("predict --format fhir --model " + shell_quote(in.model) + " " +
+                          shell_quote(in.hand.dcm) + " " + shell_quote(broken),
                       &out, in.dir.path()),
               1);
     json bundle = json::parse(out);
@@ -511,10 +506,11 @@ TEST(ClinicalCli, DicomSrIsWrittenForDicomInputsOnly) {
     CliInputs in;
     fs::path reports = in.dir / "reports";
     std::string out;
-    ASSERT_EQ(run_cli("predict --dicom-sr " + q(reports) + " --model " + q(in.model) + " " +
-                          q(in.hand.dcm) + " " + q(in.hand.png),
-                      &out, in.dir.path()),
-              0)
+    ASSERT_EQ(
+        run_cli("predict --dicom-sr " + shell_quote(reports) + " --model " + shell_quote(in.model) +
+                    " " + shell_quote(in.hand.dcm) + " " + shell_quote(in.hand.png),
+                &out, in.dir.path()),
+        0)
         << out << read_text(in.dir / "stderr.txt");
     EXPECT_TRUE(fs::exists(reports / "hand.sr.dcm"));
     EXPECT_EQ(std::distance(fs::directory_iterator(reports), fs::directory_iterator()), 1);
@@ -530,11 +526,12 @@ TEST(ClinicalCli, DicomSrIsWrittenForDicomInputsOnly) {
 TEST(ClinicalCli, FhirAndDicomSrNameTheModelHashBuildPrecisionAndCrop) {
     CliInputs in;
     std::string sha;
-    ASSERT_EQ(run_command("sha256sum " + q(in.model), &sha), 0);
+    ASSERT_EQ(run_command("sha256sum " + shell_quote(in.model), &sha), 0);
     sha = sha.substr(0, 64);
     std::string out;
-    ASSERT_EQ(run_cli("predict --format fhir --model " + q(in.model) + " " + q(in.hand.dcm), &out,
-                      in.dir.path()),
+    ASSERT_EQ(run_cli("predict --format fhir --model " + shell_quote(in.model) + " " +
+                          shell_quote(in.hand.dcm),
+                      &out, in.dir.path()),
               0)
         << out;
     const json obs = json::parse(out);
@@ -550,15 +547,16 @@ TEST(ClinicalCli, FhirAndDicomSrNameTheModelHashBuildPrecisionAndCrop) {
         << notes;
 
     const fs::path reports = in.dir / "reports";
-    ASSERT_EQ(run_cli("predict --dicom-sr " + q(reports) + " --model " + q(in.model) + " " +
-                          q(in.hand.dcm),
+    ASSERT_EQ(run_cli("predict --dicom-sr " + shell_quote(reports) + " --model " +
+                          shell_quote(in.model) + " " + shell_quote(in.hand.dcm),
                       &out, in.dir.path()),
               0)
         << out << read_text(in.dir / "stderr.txt");
     if (run_command("command -v dsrdump") != 0)
         GTEST_SKIP() << "dsrdump (Debian package dcmtk) is not installed; content not checked";
     std::string dump;
-    ASSERT_EQ(run_command("dsrdump +Pu +Pl " + q(reports / "hand.sr.dcm"), &dump), 0) << dump;
+    ASSERT_EQ(run_command("dsrdump +Pu +Pl " + shell_quote(reports / "hand.sr.dcm"), &dump), 0)
+        << dump;
     for (const std::string& part : {sha, std::string("Model file SHA-256"),
                                     std::string("shallow-"), std::string("Crop method"),
                                     std::string("Numeric precision"), std::string("Build commit")})

@@ -15,22 +15,15 @@
 #include "support.hpp"
 
 namespace fs = std::filesystem;
+using boneage::test::read_text;
 using boneage::test::run_command;
 using boneage::test::ScratchDir;
+using boneage::test::shell_quote;
 
 namespace {
 
 const fs::path kSource = BONEAGE_SOURCE_DIR;
 const std::string kCli = BONEAGE_CLI;
-
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
-
-std::string read_text(const fs::path& file) {
-    std::ifstream in(file);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 // The ids of a predictions.csv (first column), header skipped.
 std::multiset<std::string> ids_of(const fs::path& csv) {
@@ -47,15 +40,16 @@ class CrossValidate : public ::testing::Test {
 protected:
     void SetUp() override {
         const fs::path images = data() / "images";
-        ASSERT_EQ(run_command(kCli + " synth --out " + q(images) + " --count 40 --seed 3"), 0);
+        ASSERT_EQ(
+            run_command(kCli + " synth --out " + shell_quote(images) + " --count 40 --seed 3"), 0);
         fs::rename(images / "labels.csv", data() / "labels.csv");
     }
     fs::path data() const { return dir_ / "data"; }
     fs::path out() const { return dir_ / "cv"; }
     // Runs a script of the project with the phantoms as the development data.
     int script(const std::string& env_and_name, const std::string& args, std::string* output) {
-        return run_command("RSNA_DEV=" + q(data()) + " BONEAGE_BIN=" + q(kCli) + " " +
-                               env_and_name + " " + args,
+        return run_command("RSNA_DEV=" + shell_quote(data()) + " BONEAGE_BIN=" + shell_quote(kCli) +
+                               " " + env_and_name + " " + args,
                            output);
     }
 
@@ -64,11 +58,12 @@ protected:
 
 TEST_F(CrossValidate, PredictsEveryIdOnceThenBundlesTheMembersAskedForWithTheChosenViews) {
     std::string log;
-    ASSERT_EQ(script(q(kSource / "scripts" / "cross-validate"),
-                     q(out()) + " 2 train: --arch shallow --input-size 64 --batch 8 --epochs 1"
-                                " --seed 1 --monitor train_loss --min-delta 0 --patience 1000",
-                     &log),
-              0)
+    ASSERT_EQ(
+        script(shell_quote(kSource / "scripts" / "cross-validate"),
+               shell_quote(out()) + " 2 train: --arch shallow --input-size 64 --batch 8 --epochs 1"
+                                    " --seed 1 --monitor train_loss --min-delta 0 --patience 1000",
+               &log),
+        0)
         << log;
     const std::multiset<std::string> oof = ids_of(out() / "oof-predictions.csv");
     EXPECT_EQ(oof.size(), 40u) << log;
@@ -84,8 +79,8 @@ TEST_F(CrossValidate, PredictsEveryIdOnceThenBundlesTheMembersAskedForWithTheCho
 
     const fs::path bundled = dir_ / "bundled.bin";
     ASSERT_EQ(script("FOLDS=0 VIEWS='1 3' MEMBERS='0 1' " +
-                         q(kSource / "scripts" / "bundle-from-folds"),
-                     q(out()) + " " + q(bundled), &log),
+                         shell_quote(kSource / "scripts" / "bundle-from-folds"),
+                     shell_quote(out()) + " " + shell_quote(bundled), &log),
               0)
         << log;
     // The views were chosen on fold 0 alone: fold 1 was evaluated with one view only (by
@@ -106,16 +101,17 @@ TEST_F(CrossValidate, PredictsEveryIdOnceThenBundlesTheMembersAskedForWithTheCho
 
 TEST_F(CrossValidate, BundlingRefusesAMemberWhoseFoldIsNotTrainedYet) {
     std::string log;
-    ASSERT_EQ(script("FOLDS=0 " + q(kSource / "scripts" / "cross-validate"),
-                     q(out()) + " 2 train: --arch shallow --input-size 64 --batch 8 --epochs 1"
-                                " --seed 1",
-                     &log),
-              0)
+    ASSERT_EQ(
+        script("FOLDS=0 " + shell_quote(kSource / "scripts" / "cross-validate"),
+               shell_quote(out()) + " 2 train: --arch shallow --input-size 64 --batch 8 --epochs 1"
+                                    " --seed 1",
+               &log),
+        0)
         << log;
     const fs::path bundled = dir_ / "bundled.bin";
     EXPECT_EQ(script("FOLDS=0 VIEWS=1 MEMBERS='0 1' " +
-                         q(kSource / "scripts" / "bundle-from-folds"),
-                     q(out()) + " " + q(bundled), &log),
+                         shell_quote(kSource / "scripts" / "bundle-from-folds"),
+                     shell_quote(out()) + " " + shell_quote(bundled), &log),
               1)
         << log;
     EXPECT_NE(log.find("fold-1/train.model is missing"), std::string::npos) << log;
