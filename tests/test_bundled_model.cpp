@@ -31,7 +31,7 @@ const std::filesystem::path kBundled = std::filesystem::path(BONEAGE_SOURCE_DIR)
 
 TEST(BundledModel, IsFoundByDefaultAndRecordsWhatItIs) {
     ASSERT_TRUE(std::filesystem::is_regular_file(kBundled)) << kBundled << " is missing";
-    EXPECT_LE(std::filesystem::file_size(kBundled), 30u * 1000 * 1000);
+    EXPECT_LE(std::filesystem::file_size(kBundled), 50u * 1000 * 1000);
     if (const char* env = std::getenv("BONEAGE_MODEL"); env == nullptr || *env == '\0')
         EXPECT_EQ(std::filesystem::canonical(default_model_path()),
                   std::filesystem::canonical(kBundled));
@@ -44,19 +44,24 @@ TEST(BundledModel, IsFoundByDefaultAndRecordsWhatItIs) {
     EXPECT_EQ(m.meta.weights_dtype, "int8");
     EXPECT_EQ(m.meta.preprocess.output_size, 320);
     EXPECT_TRUE(m.meta.preprocess.crop_hand);
-    ASSERT_EQ(c.members.size(), 2u);
+    EXPECT_EQ(m.meta.preprocess_version, kPreprocessVersion);
+    // The number of test-time views chosen on the out-of-fold predictions (MODEL_CARD.md).
+    EXPECT_EQ(m.meta.views, 3);
+    ASSERT_EQ(c.members.size(), 4u);
     const nlohmann::json& recorded = m.meta.training.at("members");
-    ASSERT_EQ(recorded.size(), 2u);
+    ASSERT_EQ(recorded.size(), 4u);
     for (std::size_t i = 0; i < c.members.size(); ++i) {
+        SCOPED_TRACE("member " + std::to_string(i));
         EXPECT_EQ(c.members[i].arch, "resnet18");
         EXPECT_EQ(c.members[i].head, "gap");
         EXPECT_TRUE(c.members[i].use_sex);
-        // Each member's training summary names its data and says it fine-tuned a pre-trained
-        // model.
+        // Member i is the model of fold i of five: it fine-tuned a pre-trained model on the
+        // radiographs of the other folds and validated on fold i, which it never trained on.
         const nlohmann::json& training = recorded[i].at("training");
-        EXPECT_GT(training.at("train_cache").at("count").get<int>(), 500);
+        EXPECT_EQ(training.at("folds"), (nlohmann::json{{"fold", i}, {"of", 5}}));
+        EXPECT_GT(training.at("train_cache").at("count").get<int>(), 750);
         EXPECT_TRUE(training.at("init_from").is_string());
-        EXPECT_GT(recorded[i].at("validation").value("n", 0), 100);
+        EXPECT_GT(recorded[i].at("validation").value("n", 0), 150);
     }
 }
 
@@ -125,9 +130,13 @@ Phantoms preprocessed_phantoms(const PreprocessSettings& settings, int count) {
 
 // bf16 is the default where the CPU has it, so this is how far one model file's answer moves
 // between machines. Measured on this CPU (AVX512_BF16) with this model: on these twelve
-// phantoms at most 0.57 months, mean 0.22 (bf16 a little higher throughout); on the 191
-// validation radiographs of the development set at most 0.40, mean 0.09. The bounds leave room
-// for a CPU whose bf16 kernels round otherwise (AMX).
+// phantoms at most 0.73 months, mean 0.22; on the 191 radiographs of fold 0 of the development
+// set at most 0.40, mean 0.09 (`evaluate --precision fp32|bf16 --report`, then
+// `scripts/prediction-diff` of the two). The previous two-member file moved the phantoms by at
+// most 0.57 and the films by the same 0.40: drawings, unlike anything the weights were trained
+// on, magnify the rounding differently for each set of weights. A broken bf16 path (a scale
+// lost, a fold wrong) moves answers by months; the bounds catch that and leave room for a CPU
+// whose bf16 kernels round otherwise (AMX).
 TEST(BundledModel, Bf16AnswersStayWithinThreeQuartersOfAMonthOfFp32) {
     if (!native_bf16())
         GTEST_SKIP() << "this CPU has no native bf16 (" << cpu_description()
@@ -149,15 +158,16 @@ TEST(BundledModel, Bf16AnswersStayWithinThreeQuartersOfAMonthOfFp32) {
     RecordProperty("bf16_worst_months", std::to_string(worst));
     RecordProperty("bf16_mean_months", std::to_string(mean));
     EXPECT_GT(worst, 0.0) << "bf16 must really run in bf16";
-    EXPECT_LT(worst, 0.75);
+    EXPECT_LT(worst, 1.0);
     EXPECT_LT(mean, 0.35);
 }
 
 // One film at half and at twice its resolution (cv::resize of the same pixels, not a phantom
 // redrawn) gets the answer it gets at its own, within 4 months: CLAHE equalises the crop at the
 // network's size, whatever the film's. Measured, fp32: the three answers of each phantom lie
-// within 2.0, 3.0, 1.7 and 1.4 months of each other; with CLAHE at the film's own size (as it
-// was) within 1.7, 7.9, 1.0 and 1.0. The phantoms are ones whose hand the finder boxes alike at
+// within 2.1, 2.4, 0.5 and 1.2 months of each other. The previous file, trained before this
+// preprocessing: 2.0, 3.0, 1.7 and 1.4, and 1.7, 7.9, 1.0 and 1.0 with CLAHE at the film's own
+// size, as it was then. The phantoms are ones whose hand the finder boxes alike at
 // every size (checked below): where it misses a hand, it misses it differently at each size,
 // which moves the answer far more (tens of months), and that is the hand finder's own matter.
 TEST(BundledModel, AnswerBarelyMovesWhenTheFilmIsResampled) {

@@ -52,11 +52,11 @@ struct Golden {
 const std::vector<Golden>& goldens() {
     static const std::vector<Golden> g = {
         // 512 px on the longer side, as the development films.
-        {{"g1", 24.0, false}, 101, 512, 640, false, "33980eab97ac71bb", 48.947},
-        {{"g2", 96.0, true}, 102, 512, 640, false, "b443c9a014b1bde0", 97.796},
-        {{"g3", 168.0, false}, 103, 512, 640, false, "f65181c5f9dca062", 169.702},
+        {{"g1", 24.0, false}, 101, 512, 640, false, "33980eab97ac71bb", 45.400},
+        {{"g2", 96.0, true}, 102, 512, 640, false, "b443c9a014b1bde0", 87.156},
+        {{"g3", 168.0, false}, 103, 512, 640, false, "f65181c5f9dca062", 155.105},
         // A 16-bit film of a scanner's size.
-        {{"g4", 132.0, true}, 104, 1200, 1500, true, "43bd806531c6bb12", 89.014},
+        {{"g4", 132.0, true}, 104, 1200, 1500, true, "43bd806531c6bb12", 119.448},
     };
     return g;
 }

@@ -54,7 +54,7 @@ CropDetector crop_detector_from_string(const std::string& word);
 // from this build's. Model files and caches record it; files written before it was recorded
 // read as version 1.
 //   1  CLAHE on the crop at the film's own resolution, then the letterbox (the bundled
-//      models/default.bin was trained on it)
+//      models/default.bin of two members, before the cross-validated one, was trained on it)
 //   2  the crop brought to the output size first, then CLAHE, then the bars: the contrast
 //      tiles see the same detail whatever the film's resolution
 constexpr int kPreprocessVersion = 2;
