@@ -131,12 +131,12 @@ Phantoms preprocessed_phantoms(const PreprocessSettings& settings, int count) {
 // bf16 is the default where the CPU has it, so this is how far one model file's answer moves
 // between machines. Measured on this CPU (AVX512_BF16) with this model: on these twelve
 // phantoms at most 0.73 months, mean 0.22; on the 191 radiographs of fold 0 of the development
-// set at most 0.40, mean 0.09 (`evaluate --precision fp32|bf16 --report`, then
-// `scripts/prediction-diff` of the two). The previous two-member file moved the phantoms by at
-// most 0.57 and the films by the same 0.40: drawings, unlike anything the weights were trained
-// on, magnify the rounding differently for each set of weights. A broken bf16 path (a scale
-// lost, a fold wrong) moves answers by months; the bounds catch that and leave room for a CPU
-// whose bf16 kernels round otherwise (AMX).
+// set at most 0.40, mean 0.09 (`boneage evaluate --split fold:0/5 --precision P --report R`
+// for P fp32 and bf16, then `scripts/prediction-diff` of the two R/predictions.csv). The previous
+// two-member file moved the phantoms by at most 0.57 and the films by the same 0.40: drawings,
+// unlike anything the weights were trained on, magnify the rounding differently for each set of
+// weights. A broken bf16 path (a scale lost, a fold wrong) moves answers by months; the bounds
+// catch that and leave room for a CPU whose bf16 kernels round otherwise (AMX).
 TEST(BundledModel, Bf16AnswersStayWithinAMonthOfFp32) {
     if (!native_bf16())
         GTEST_SKIP() << "this CPU has no native bf16 (" << cpu_description()

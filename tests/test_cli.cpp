@@ -345,8 +345,7 @@ TEST(Cli, EvaluateReportComparesSeveralModels) {
                             " --labels " + shell_quote(in.dir / "labels.csv") + " --report " +
                             shell_quote(report),
                         &out, in.dir.path());
-    std::ifstream err_in(in.dir / "stderr.txt");
-    std::string err((std::istreambuf_iterator<char>(err_in)), {});
+    const std::string err = read_text(in.dir / "stderr.txt");
     if (rc != 0 && err.find("gnuplot is not installed") != std::string::npos)
         GTEST_SKIP() << "gnuplot is not installed";
     EXPECT_EQ(rc, 0) << out << err;
